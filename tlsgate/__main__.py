@@ -1,0 +1,5 @@
+import sys
+
+from tlsgate.cli import main
+
+sys.exit(main())
