@@ -1,0 +1,95 @@
+"""The frozen config: what `tlsgate/config/load.py` produces and everything else reads.
+
+One `Config` is built and validated once per (re)load, then handed to the master
+and, through fork, to the workers. Nothing here is mutated at run time; runtime
+counters live in the worker's registry, never on these objects.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+OnUnknownSni = Literal["alert", "close"]
+
+
+@dataclass(frozen=True, slots=True)
+class HostPort:
+    """A TCP address. ``host`` is an IP literal or a host name, without brackets."""
+
+    host: str
+    port: int
+
+    def __str__(self) -> str:
+        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
+
+
+@dataclass(frozen=True, slots=True)
+class GatewayConfig:
+    listen: tuple[HostPort, ...] = (HostPort("127.0.0.1", 8443),)
+    """Listening addresses; each is bound once by the master and shared by all workers."""
+    workers: int = field(default_factory=lambda: os.cpu_count() or 1)
+    state_dir: Path = Path(".tlsgate")
+    control_socket: Path = Path(".tlsgate/control.sock")
+    """Defaults to ``<state_dir>/control.sock``."""
+    on_unknown_sni: OnUnknownSni = "alert"
+    """``alert``: fatal unrecognized_name (112) then close; ``close``: close without an alert."""
+    drain_timeout: float = 30.0
+    """Seconds a graceful stop or a reload waits for open connections before closing them."""
+
+
+@dataclass(frozen=True, slots=True)
+class LimitsConfig:
+    """ngrok's limits for TLS endpoints are the defaults. Durations in seconds, sizes in bytes."""
+
+    client_hello_timeout: float = 3.0
+    handshake_timeout: float = 60.0
+    client_idle_timeout: float = 300.0
+    server_idle_timeout: float = 300.0
+    upstream_connect_timeout: float = 10.0
+    max_handshake_message: int = 64 * 1024
+    max_certificate_message: int = 256 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class EventsConfig:
+    file: str | None = None
+    """Path of the JSON-lines events file; ``"-"`` means stdout; ``None`` writes no events."""
+
+
+@dataclass(frozen=True, slots=True)
+class UpstreamConfig:
+    address: HostPort
+    proxy_protocol: Literal[0, 1, 2] = 0
+
+
+@dataclass(frozen=True, slots=True)
+class EndpointConfig:
+    name: str
+    url: str
+    """Normalised URL as written back by `config show`: ``tls://host[:port]``."""
+    host: str
+    """Lower-case host pattern: ``app.example.com`` or ``*.example.com``."""
+    port: int | None
+    """Port in the URL; ``None`` = served on every listener."""
+    upstream: UpstreamConfig
+    description: str = ""
+    metadata: str = ""
+    bindings: tuple[str, ...] = ("public",)
+    pooling_enabled: bool = False
+
+    @property
+    def is_wildcard(self) -> bool:
+        return self.host.startswith("*.")
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    gateway: GatewayConfig = field(default_factory=GatewayConfig)
+    limits: LimitsConfig = field(default_factory=LimitsConfig)
+    events: EventsConfig = field(default_factory=EventsConfig)
+    endpoints: tuple[EndpointConfig, ...] = ()
+    source: str = "<default>"
+    """Where this config came from: a file path, ``<default>`` or ``<cli>``."""
