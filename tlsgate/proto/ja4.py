@@ -1,0 +1,119 @@
+"""JA4 TLS client fingerprints (FoxIO's JA4, BSD-3-Clause) of a parsed ClientHello.
+
+Pure. The worker computes ``ja4_fingerprint(hello)`` once per connection for the
+``conn.tls.ja4_fingerprint`` policy variable and the connection event (ngrok
+exposes the same field). Specification: FoxIO-LLC/ja4 technical_details/JA4.md;
+checked against the vectors of FoxIO's own test data (tests/unit/test_ja4.py).
+
+``t13d1516h2_8daaf6152771_e5627efa2ab1`` is three parts joined by "_":
+
+a. transport ("t" TLS over TCP, "q" QUIC, "d" DTLS); version ("13", "12", ...,
+   "00" if unknown) taken from the highest non-GREASE supported_versions value
+   when that extension is present, else from legacy_version; "d" if the SNI
+   extension is present, else "i"; the number of cipher suites and of extensions
+   (GREASE not counted, at most 99), two digits each; two characters for the
+   first ALPN value ("00" without one).
+b. the first 12 hex digits of SHA-256 over the sorted, comma-separated 4-digit
+   hex cipher suites (GREASE removed).
+c. the same over the sorted extensions without GREASE, SNI (0000) and ALPN
+   (0010), then "_" and the signature algorithms in the client's order (GREASE
+   removed); without signature algorithms there is no "_".
+
+An empty list in b or c gives "000000000000" rather than the hash of "".
+
+ALPN characters follow JA4.md: the first and last characters of the first value
+when both bytes are ASCII letters or digits (a one-character value gives that
+character twice), otherwise the first and last characters of the value's hex
+form (0xAB 0xCD -> "ad"). FoxIO's Python and Rust tools differ from JA4.md here
+(they print "x0" for a one-character value and "9" for a non-ASCII character);
+we follow the specification. No client we know sends such ALPN values.
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+from tlsgate.proto.clienthello import EXT_ALPN, EXT_SERVER_NAME, ClientHello, is_grease
+
+TRANSPORTS = ("t", "q", "d")
+EMPTY_HASH = "000000000000"
+
+_VERSION_CODES = {
+    0x0304: "13",
+    0x0303: "12",
+    0x0302: "11",
+    0x0301: "10",
+    0x0300: "s3",
+    0x0002: "s2",
+    0xFEFF: "d1",
+    0xFEFD: "d2",
+    0xFEFC: "d3",
+}
+_EXT_SUPPORTED_VERSIONS = 0x002B
+
+
+def ja4_fingerprint(hello: ClientHello, transport: str = "t") -> str:
+    """The JA4 fingerprint of ``hello``, e.g. ``t13d1516h2_8daaf6152771_e5627efa2ab1``."""
+    prefix, ciphers, extensions = _ja4_parts(hello, transport)
+    return f"{prefix}_{_hash12(ciphers)}_{_hash12(extensions)}"
+
+
+def ja4_raw(hello: ClientHello, transport: str = "t") -> str:
+    """JA4_r: the fingerprint with the lists in clear instead of hashed (for debugging)."""
+    prefix, ciphers, extensions = _ja4_parts(hello, transport)
+    return f"{prefix}_{ciphers}_{extensions}"
+
+
+def alpn_chars(value: bytes | None) -> str:
+    """The two ALPN characters of part a for the first ALPN value (see the module docstring)."""
+    if not value:
+        return "00"
+    first, last = value[0], value[-1]
+    if _is_alphanumeric(first) and _is_alphanumeric(last):
+        return chr(first) + chr(last)
+    hex_form = value.hex()
+    return hex_form[0] + hex_form[-1]
+
+
+def _ja4_parts(hello: ClientHello, transport: str) -> tuple[str, str, str]:
+    if transport not in TRANSPORTS:
+        raise ValueError(f"JA4 transport must be one of {TRANSPORTS}, not {transport!r}")
+    ciphers = [c for c in hello.cipher_suites if not is_grease(c)]
+    extensions = [e for e in hello.extensions if not is_grease(e)]
+    first_alpn = hello.alpn[0].encode("latin-1") if hello.alpn else None
+    prefix = (
+        f"{transport}{_version_code(hello, extensions)}"
+        f"{'d' if EXT_SERVER_NAME in extensions else 'i'}"
+        f"{min(len(ciphers), 99):02d}{min(len(extensions), 99):02d}{alpn_chars(first_alpn)}"
+    )
+    cipher_list = ",".join(f"{c:04x}" for c in sorted(ciphers))
+    ext_list = ",".join(
+        f"{e:04x}" for e in sorted(extensions) if e not in (EXT_SERVER_NAME, EXT_ALPN)
+    )
+    signature_algorithms = ",".join(
+        f"{s:04x}" for s in hello.signature_algorithms if not is_grease(s)
+    )
+    if signature_algorithms:
+        ext_list = f"{ext_list}_{signature_algorithms}"
+    return prefix, cipher_list, ext_list
+
+
+def _version_code(hello: ClientHello, extensions: list[int]) -> str:
+    version = hello.legacy_version
+    if _EXT_SUPPORTED_VERSIONS in extensions:
+        offered = [v for v in hello.supported_versions if not is_grease(v)]
+        if offered:
+            version = max(offered)
+    return _VERSION_CODES.get(version, "00")
+
+
+def _hash12(text: str) -> str:
+    # JA4.md: an empty list gives zeros, so that "no values" stands out. Part c
+    # cannot be only signature algorithms: they come in an extension of the list.
+    if not text:
+        return EMPTY_HASH
+    return hashlib.sha256(text.encode("ascii")).hexdigest()[:12]
+
+
+def _is_alphanumeric(byte: int) -> bool:
+    return 0x30 <= byte <= 0x39 or 0x41 <= byte <= 0x5A or 0x61 <= byte <= 0x7A
