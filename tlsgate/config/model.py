@@ -13,6 +13,12 @@ from pathlib import Path
 from typing import Literal
 
 OnUnknownSni = Literal["alert", "close"]
+MAX_WORKERS = 256
+
+
+def default_workers() -> int:
+    """One worker per CPU, capped at `MAX_WORKERS`."""
+    return min(os.cpu_count() or 1, MAX_WORKERS)
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,14 +36,20 @@ class HostPort:
 class GatewayConfig:
     listen: tuple[HostPort, ...] = (HostPort("127.0.0.1", 8443),)
     """Listening addresses; each is bound once by the master and shared by all workers."""
-    workers: int = field(default_factory=lambda: os.cpu_count() or 1)
+    workers: int = field(default_factory=default_workers)
+    """Worker processes, 1..256; default one per CPU."""
     state_dir: Path = Path(".tlsgate")
+    """The loader makes it absolute (relative to the config file's directory)."""
     control_socket: Path = Path(".tlsgate/control.sock")
-    """Defaults to ``<state_dir>/control.sock``."""
+    """Defaults to ``<state_dir>/control.sock``; absolute after loading, at most 107 bytes."""
     on_unknown_sni: OnUnknownSni = "alert"
     """``alert``: fatal unrecognized_name (112) then close; ``close``: close without an alert."""
     drain_timeout: float = 30.0
     """Seconds a graceful stop or a reload waits for open connections before closing them."""
+
+    @property
+    def listen_ports(self) -> frozenset[int]:
+        return frozenset(address.port for address in self.listen)
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,13 +68,15 @@ class LimitsConfig:
 @dataclass(frozen=True, slots=True)
 class EventsConfig:
     file: str | None = None
-    """Path of the JSON-lines events file; ``"-"`` means stdout; ``None`` writes no events."""
+    """Absolute path of the JSON-lines events file; ``"-"`` means stdout; ``None`` writes no events."""
 
 
 @dataclass(frozen=True, slots=True)
 class UpstreamConfig:
     address: HostPort
+    """Where connections are forwarded; the host may be a name, resolved at connect time."""
     proxy_protocol: Literal[0, 1, 2] = 0
+    """PROXY protocol header version sent before the client's bytes; 0 = none."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,11 +92,18 @@ class EndpointConfig:
     description: str = ""
     metadata: str = ""
     bindings: tuple[str, ...] = ("public",)
+    """Exactly one of ``public`` (routed by SNI) or ``internal`` (host ends in ``.internal``;
+    reachable only through forward-internal, never by SNI)."""
     pooling_enabled: bool = False
+    """Endpoints with the same ``url`` form a pool only if all of them set this."""
 
     @property
     def is_wildcard(self) -> bool:
         return self.host.startswith("*.")
+
+    @property
+    def is_internal(self) -> bool:
+        return self.bindings == ("internal",)
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,0 +1,69 @@
+"""The effective config as TOML, for `tlsgate config show`.
+
+Every key is written, defaults included, in the same forms the loader reads:
+durations as ``"3s"``/``"5m"``, sizes as ``"64KB"``, addresses as ``"host:port"``,
+paths absolute (as resolved at load time). Parsing the output gives back an
+equal `Config`: ``parse_config(tomllib.loads(dump_config(c)), c.source, ...) == c``.
+"""
+
+from __future__ import annotations
+
+import tomli_w
+
+from tlsgate.config.fields import format_duration, format_size
+from tlsgate.config.model import Config, EndpointConfig
+
+
+def config_to_dict(cfg: Config) -> dict[str, object]:
+    """The config as plain TOML-ready data (strings, ints, bools, lists, dicts)."""
+    gateway = cfg.gateway
+    limits = cfg.limits
+    events: dict[str, object] = {}
+    if cfg.events.file is not None:
+        events["file"] = cfg.events.file
+    data: dict[str, object] = {
+        "gateway": {
+            "listen": [str(address) for address in gateway.listen],
+            "workers": gateway.workers,
+            "state_dir": str(gateway.state_dir),
+            "control_socket": str(gateway.control_socket),
+            "on_unknown_sni": gateway.on_unknown_sni,
+            "drain_timeout": format_duration(gateway.drain_timeout),
+        },
+        "limits": {
+            "client_hello_timeout": format_duration(limits.client_hello_timeout),
+            "handshake_timeout": format_duration(limits.handshake_timeout),
+            "client_idle_timeout": format_duration(limits.client_idle_timeout),
+            "server_idle_timeout": format_duration(limits.server_idle_timeout),
+            "upstream_connect_timeout": format_duration(limits.upstream_connect_timeout),
+            "max_handshake_message": format_size(limits.max_handshake_message),
+            "max_certificate_message": format_size(limits.max_certificate_message),
+        },
+        "events": events,
+    }
+    if cfg.endpoints:  # tomli_w would write an empty array as "endpoints = []" above [gateway]
+        data["endpoints"] = [endpoint_to_dict(endpoint) for endpoint in cfg.endpoints]
+    return data
+
+
+def endpoint_to_dict(endpoint: EndpointConfig) -> dict[str, object]:
+    """One ``[[endpoints]]`` entry; also the shape the endpoint API will return."""
+    return {
+        "name": endpoint.name,
+        "url": endpoint.url,
+        "description": endpoint.description,
+        "metadata": endpoint.metadata,
+        "bindings": list(endpoint.bindings),
+        "pooling_enabled": endpoint.pooling_enabled,
+        "upstream": {
+            "url": str(endpoint.upstream.address),
+            "proxy_protocol": endpoint.upstream.proxy_protocol,
+        },
+    }
+
+
+def dump_config(cfg: Config) -> str:
+    """TOML text of the effective config, headed by a comment naming its source."""
+    header = f"# tlsgate effective configuration, loaded from {cfg.source}\n"
+    header += "# (defaults filled in; relative paths resolved)\n\n"
+    return header + tomli_w.dumps(config_to_dict(cfg))

@@ -1,0 +1,192 @@
+"""Parsing and cross-checking ``[[endpoints]]`` entries (ngrok agent config v3 field names).
+
+`parse_endpoint` validates one endpoint table and is shared by the config file
+loader (`load.py`) and, later, the endpoint API, so both give the same messages.
+`check_endpoints` holds the rules that span several endpoints: unique names and
+ngrok's pooling rule (endpoints sharing a URL must all set ``pooling_enabled``).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Collection, Sequence
+from pathlib import Path
+
+from tlsgate.config.fields import (
+    FieldError,
+    describe,
+    expect_bool,
+    expect_str,
+    format_endpoint_url,
+    parse_endpoint_name,
+    parse_endpoint_url,
+    parse_proxy_protocol,
+    parse_upstream_address,
+)
+from tlsgate.config.model import EndpointConfig, UpstreamConfig
+from tlsgate.config.reader import Context, Table
+from tlsgate.errors import Problems
+
+BINDINGS = ("public", "internal")
+MAX_DESCRIPTION = 255
+
+_NOT_YET = {
+    "traffic_policy": "traffic policies are not supported yet",
+    "agent_tls_termination": "TLS termination at the gateway is not supported yet",
+}
+"""ngrok endpoint keys that tlsgate knows but does not implement yet: say so, not 'unknown'."""
+
+
+def _description(value: object) -> str:
+    text = expect_str(value)
+    if len(text) > MAX_DESCRIPTION:
+        raise FieldError(f"must be at most {MAX_DESCRIPTION} characters, got {len(text)}")
+    return text
+
+
+def _bindings(value: object) -> tuple[str, ...]:
+    if not isinstance(value, list):
+        raise FieldError(f'expected an array such as ["public"], got {describe(value)}')
+    if len(value) != 1:
+        raise FieldError(f"an endpoint has exactly one binding, got {len(value)}")
+    binding = expect_str(value[0])
+    if binding not in BINDINGS:
+        raise FieldError(
+            f'unknown binding {json.dumps(binding)}; tlsgate supports "public" and "internal"'
+        )
+    return (binding,)
+
+
+def is_internal_host(host: str) -> bool:
+    return host == "internal" or host.endswith(".internal")
+
+
+def parse_endpoint(
+    data: object,
+    source: str,
+    key_path: str,
+    problems: Problems,
+    listen_ports: Collection[int] | None,
+) -> EndpointConfig | None:
+    """Validate one endpoint table; ``None`` if it has errors (all recorded in ``problems``).
+
+    ``listen_ports`` are the ports of the gateway's listeners; a public endpoint URL
+    with a port must name one of them. ``None`` skips that check (used when the
+    listen addresses themselves are broken, to avoid follow-on noise).
+    """
+    if not isinstance(data, dict):
+        problems.error(source, key_path, f"expected a table, got {describe(data)}")
+        return None
+    errors_before = len(problems.errors)
+    table = Table(data, key_path, Context(source, problems, Path.cwd()))
+
+    name = table.require("name", parse_endpoint_name)
+    url = table.require("url", parse_endpoint_url)
+    description = table.get("description", _description, "")
+    metadata = table.get("metadata", expect_str, "")
+    bindings = table.get("bindings", _bindings, None)
+    pooling_enabled = table.get("pooling_enabled", expect_bool, False)
+    upstream_table = table.table("upstream", required=True, hint=_upstream_hint(data))
+    upstream = _parse_upstream(upstream_table) if upstream_table else None
+    table.finish(_NOT_YET)
+
+    if url is not None:
+        host, port = url
+        bindings = _check_binding(table, host, bindings)
+        if bindings == ("public",) and port is not None and listen_ports is not None:
+            if port not in listen_ports:
+                ports = ", ".join(str(p) for p in sorted(set(listen_ports)))
+                table.error(
+                    "url",
+                    f"no listener on port {port} (gateway.listen ports: {ports}); "
+                    "add a listener on that port, or drop the port to serve the endpoint on every listener",
+                )
+
+    if len(problems.errors) > errors_before:
+        return None
+    assert name is not None and url is not None and upstream is not None and bindings is not None
+    host, port = url
+    return EndpointConfig(
+        name=name,
+        url=format_endpoint_url(host, port),
+        host=host,
+        port=port,
+        upstream=upstream,
+        description=description,
+        metadata=metadata,
+        bindings=bindings,
+        pooling_enabled=pooling_enabled,
+    )
+
+
+def _upstream_hint(data: dict[str, object]) -> str:
+    """``upstream = "127.0.0.1:9443"`` is a likely slip; show the table it should be."""
+    value = data.get("upstream")
+    if isinstance(value, str | int) and not isinstance(value, bool):
+        return f"; write upstream = {{ url = {json.dumps(value)} }}"
+    return ""
+
+
+def _check_binding(
+    table: Table, host: str, bindings: tuple[str, ...] | None
+) -> tuple[str, ...] | None:
+    """ngrok infers ``internal`` from a ``.internal`` host, and allows it only there."""
+    internal_host = is_internal_host(host)
+    if bindings is None:
+        if table.has("bindings"):
+            return None  # already reported as malformed
+        return ("internal",) if internal_host else ("public",)
+    if bindings == ("internal",) and not internal_host:
+        table.error("bindings", f"an internal endpoint's host must end in .internal, got {host}")
+    elif bindings == ("public",) and internal_host:
+        table.error(
+            "bindings",
+            f'{host} is an internal host name; set bindings = ["internal"] or use a public host',
+        )
+    return bindings
+
+
+def _parse_upstream(table: Table) -> UpstreamConfig | None:
+    address = table.require("url", parse_upstream_address)
+    proxy_protocol = table.get("proxy_protocol", parse_proxy_protocol, 0)
+    table.finish({"protocol": "upstream.protocol (http1/http2) is for HTTP endpoints only"})
+    if address is None:
+        return None
+    return UpstreamConfig(address=address, proxy_protocol=proxy_protocol)  # type: ignore[arg-type]
+
+
+def check_endpoints(
+    endpoints: Sequence[tuple[str, EndpointConfig]], source: str, problems: Problems
+) -> None:
+    """Rules across endpoints, each given with its key path (``endpoints[2]``).
+
+    Names must be unique. Endpoints with the same URL form a pool only if every one
+    of them sets ``pooling_enabled = true``; otherwise each of them gets an error
+    naming the others, as ngrok refuses the second agent (ERR_NGROK_334).
+    """
+    first_by_name: dict[str, str] = {}
+    for path, endpoint in endpoints:
+        if endpoint.name in first_by_name:
+            problems.error(
+                source,
+                f"{path}.name",
+                f"endpoint name '{endpoint.name}' is already used by {first_by_name[endpoint.name]}",
+            )
+        else:
+            first_by_name[endpoint.name] = path
+
+    by_url: dict[str, list[tuple[str, EndpointConfig]]] = {}
+    for path, endpoint in endpoints:
+        by_url.setdefault(endpoint.url, []).append((path, endpoint))
+    for url, members in by_url.items():
+        if len(members) < 2 or all(e.pooling_enabled for _, e in members):
+            continue
+        for path, _ in members:
+            others = [f"'{e.name}' ({p})" for p, e in members if p != path]
+            both = "both" if len(members) == 2 else "all of them"
+            problems.error(
+                source,
+                f"{path}.url",
+                f"{url} is also the URL of endpoint {', '.join(others)}; "
+                f"to pool them, start {both} with pooling_enabled = true",
+            )
