@@ -1,0 +1,76 @@
+"""A worker process: entered right after fork, never returns.
+
+Order matters (gevent's own advice): patch and reinitialise the hub first,
+re-wrap the inherited listening sockets as cooperative sockets (a blocking
+inherited socket would silently serialise the worker), then import and start
+everything else.
+
+Signals (from the master): SIGTERM = drain (stop accepting, let open
+connections finish up to `drain_timeout`, then close them with reason
+`shutdown`); SIGINT/SIGQUIT = close everything now. The worker also exits when
+its master disappears, so a killed master leaves no process holding the port.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import socket as stdlib_socket
+
+log = logging.getLogger("tlsgate.worker")
+
+
+def run_worker(config, listeners: list[stdlib_socket.socket], generation: int, master_pid: int) -> int:
+    from gevent import monkey
+
+    monkey.patch_all()
+    import gevent
+    import gevent.event
+
+    gevent.reinit()
+
+    from gevent import socket
+
+    from tlsgate.worker.connection import Routing
+    from tlsgate.worker.eventsink import EventSink
+    from tlsgate.worker.server import Server
+
+    green_listeners = []
+    for sock in listeners:
+        family, type_, proto = sock.family, sock.type, sock.proto
+        green_listeners.append(socket.socket(family, type_, proto, fileno=sock.detach()))
+
+    routing = Routing.build(config.endpoints, config.limits, config.gateway.on_unknown_sni)
+    sink = EventSink(config.events.file)
+    server = Server(green_listeners, routing, sink)
+    stopping = gevent.event.Event()
+    fast = gevent.event.Event()
+
+    def request_stop(how: str) -> None:
+        if how == "fast":
+            fast.set()
+        stopping.set()
+
+    gevent.signal_handler(signal.SIGTERM, request_stop, "graceful")
+    gevent.signal_handler(signal.SIGINT, request_stop, "fast")
+    gevent.signal_handler(signal.SIGQUIT, request_stop, "fast")
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
+
+    def watch_master() -> None:
+        while os.getppid() == master_pid:
+            gevent.sleep(1.0)
+        request_stop("fast")
+
+    gevent.spawn(watch_master)
+    server.start()
+    log.info("worker %d serving (generation %d)", os.getpid(), generation)
+    stopping.wait()
+    server.stop_accepting()
+    if not fast.is_set():
+        # Drain: wait for the open connections, unless the deadline or a fast stop comes first.
+        gevent.wait([server.all_closed, fast], timeout=config.gateway.drain_timeout, count=1)
+    server.close_all("shutdown")
+    server.wait_closed(5.0)
+    sink.flush()
+    return 0

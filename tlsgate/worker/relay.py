@@ -1,0 +1,234 @@
+"""Two-way byte relay between a client and an upstream socket.
+
+One `Relay` per connection: the handler's greenlet pumps client -> upstream and
+a second greenlet pumps upstream -> client. On Linux the bytes move with
+`os.splice` through a pipe (zero copy, never entering Python); elsewhere a
+`recv_into`/`send` loop over one buffer per direction does the same work.
+
+Idle rule (the issue's definition): the client leg is idle when the client has
+sent nothing for `client_idle_timeout`, the upstream leg when the upstream has
+sent nothing for `server_idle_timeout`; the connection closes only when both are
+idle at once, so a long one-way transfer is never cut. Each pump waits with its
+own leg's timeout and, when it expires, looks at the other leg.
+
+Half-closes propagate: EOF on one side becomes `shutdown(SHUT_WR)` on the other
+and the opposite direction keeps flowing until it ends too.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import socket as stdlib_socket
+import time
+
+import gevent
+from gevent import get_hub
+from gevent.timeout import Timeout
+
+from tlsgate.events import ConnectionRecord
+
+_HAVE_SPLICE = hasattr(os, "splice")
+_SPLICE_FLAGS = getattr(os, "SPLICE_F_MOVE", 1) | getattr(os, "SPLICE_F_NONBLOCK", 2)
+_CHUNK = 256 * 1024
+_PIPE_SIZE = 256 * 1024
+_F_SETPIPE_SZ = 1031
+_RESET_ERRNOS = frozenset({errno.ECONNRESET, errno.EPIPE, errno.ECONNABORTED, errno.ETIMEDOUT})
+
+
+class RelayClosed(Exception):
+    """Raised inside a pump greenlet to end the relay; carries the close reason."""
+
+    def __init__(self, reason: str):
+        super().__init__(reason)
+        self.reason = reason
+
+
+class _Leg:
+    """One direction's source: when it last delivered bytes and whether it ended."""
+
+    __slots__ = ("last_activity", "idle_timeout", "ended")
+
+    def __init__(self, idle_timeout: float, now: float):
+        self.last_activity = now
+        self.idle_timeout = idle_timeout
+        self.ended = False
+
+    def idle(self, now: float) -> bool:
+        return self.ended or now - self.last_activity >= self.idle_timeout
+
+
+class Relay:
+    """Relays bytes both ways until both directions end (or idle/reset/kill)."""
+
+    def __init__(
+        self,
+        client: stdlib_socket.socket,
+        upstream: stdlib_socket.socket,
+        record: ConnectionRecord,
+        client_idle_timeout: float,
+        server_idle_timeout: float,
+    ):
+        now = time.monotonic()
+        self.client = client
+        self.upstream = upstream
+        self.record = record
+        self.client_leg = _Leg(client_idle_timeout, now)
+        self.upstream_leg = _Leg(server_idle_timeout, now)
+        self._pumps: tuple[gevent.Greenlet, ...] = ()
+
+    def run(self) -> str:
+        """Relay until done; returns the close reason. Sockets are left for the caller to close."""
+        up = gevent.spawn(self._pump_guarded, True)
+        down = gevent.spawn(self._pump_guarded, False)
+        self._pumps = (up, down)
+        first = gevent.wait(self._pumps, count=1)[0]
+        other = down if first is up else up
+        reason = first.value
+        if reason == "eof":
+            # A half-close: the other direction keeps flowing until it ends too.
+            return other.get()
+        # Anything but a clean EOF (reset, idle, kill, shutdown) ends both directions at once.
+        other.kill(block=True)
+        return reason
+
+    def stop(self, reason: str) -> None:
+        """Called from another greenlet (drain deadline, kill): ends both pumps."""
+        for pump in self._pumps:
+            pump.kill(RelayClosed(reason), block=False)
+
+    def _pump_guarded(self, upstream_bound: bool) -> str:
+        try:
+            if _HAVE_SPLICE:
+                self._pump_splice(upstream_bound)
+            else:
+                self._pump_copy(upstream_bound)
+            return "eof"
+        except RelayClosed as e:
+            return e.reason
+
+    # -- the two pumps ------------------------------------------------------
+
+    def _direction(self, upstream_bound: bool):
+        if upstream_bound:
+            return self.client, self.upstream, self.client_leg, self.upstream_leg, "client", "upstream"
+        return self.upstream, self.client, self.upstream_leg, self.client_leg, "upstream", "client"
+
+    def _pump_splice(self, upstream_bound: bool) -> None:
+        src, dst, leg, other_leg, src_name, dst_name = self._direction(upstream_bound)
+        src_fd, dst_fd = src.fileno(), dst.fileno()
+        hub = get_hub()
+        read_watcher = hub.loop.io(src_fd, 1)
+        write_watcher = hub.loop.io(dst_fd, 2)
+        pipe_r = pipe_w = -1
+        record = self.record
+        try:
+            while True:
+                try:
+                    if pipe_w < 0:
+                        pipe_r, pipe_w = _make_pipe()
+                    n = os.splice(src_fd, pipe_w, _CHUNK, flags=_SPLICE_FLAGS)
+                except BlockingIOError:
+                    self._wait(hub, read_watcher, leg, other_leg)
+                    continue
+                except OSError as e:
+                    raise self._reset(e, src_name) from e
+                if n == 0:
+                    leg.ended = True
+                    _shutdown_write(dst)
+                    return
+                leg.last_activity = time.monotonic()
+                if upstream_bound:
+                    record.bytes_in += n
+                else:
+                    record.bytes_out += n
+                while n:
+                    try:
+                        n -= os.splice(pipe_r, dst_fd, n, flags=_SPLICE_FLAGS)
+                    except BlockingIOError:
+                        hub.wait(write_watcher)
+                    except OSError as e:
+                        raise self._reset(e, dst_name) from e
+        finally:
+            read_watcher.close()
+            write_watcher.close()
+            if pipe_r >= 0:
+                os.close(pipe_r)
+                os.close(pipe_w)
+
+    def _pump_copy(self, upstream_bound: bool) -> None:
+        src, dst, leg, other_leg, src_name, dst_name = self._direction(upstream_bound)
+        hub = get_hub()
+        read_watcher = hub.loop.io(src.fileno(), 1)
+        buf = bytearray(64 * 1024)
+        view = memoryview(buf)
+        record = self.record
+        try:
+            while True:
+                try:
+                    n = src.recv_into(buf)
+                except BlockingIOError:
+                    self._wait(hub, read_watcher, leg, other_leg)
+                    continue
+                except OSError as e:
+                    raise self._reset(e, src_name) from e
+                if n == 0:
+                    leg.ended = True
+                    _shutdown_write(dst)
+                    return
+                leg.last_activity = time.monotonic()
+                if upstream_bound:
+                    record.bytes_in += n
+                else:
+                    record.bytes_out += n
+                try:
+                    dst.sendall(view[:n])
+                except OSError as e:
+                    raise self._reset(e, dst_name) from e
+        finally:
+            read_watcher.close()
+
+    def _wait(self, hub, watcher, leg: _Leg, other_leg: _Leg) -> None:
+        """Wait for the source to be readable; close the connection if both legs are idle."""
+        while True:
+            remaining = leg.idle_timeout - (time.monotonic() - leg.last_activity)
+            if remaining <= 0:
+                if other_leg.idle(time.monotonic()):
+                    raise RelayClosed("idle_timeout")
+                # This leg is idle but the other is not: check again when the other could be.
+                remaining = max(other_leg.idle_timeout - (time.monotonic() - other_leg.last_activity), 0.05)
+            timer = Timeout.start_new(remaining)
+            try:
+                hub.wait(watcher)
+                return
+            except Timeout as t:
+                if t is not timer:
+                    raise
+            finally:
+                timer.close()
+
+    @staticmethod
+    def _reset(e: OSError, side: str) -> RelayClosed:
+        if e.errno in _RESET_ERRNOS or e.errno == errno.EBADF:
+            return RelayClosed(f"{side}_reset")
+        raise e
+
+
+def _make_pipe() -> tuple[int, int]:
+    r, w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+    try:
+        import fcntl
+
+        fcntl.fcntl(w, _F_SETPIPE_SZ, _PIPE_SIZE)
+    except OSError:
+        pass  # pipe-max-size may be lower for unprivileged users; the default pipe still works
+    return r, w
+
+
+def _shutdown_write(sock: stdlib_socket.socket) -> None:
+    try:
+        sock.shutdown(stdlib_socket.SHUT_WR)
+    except OSError as e:
+        # The peer may already be gone; the other direction will notice and report it.
+        if e.errno not in (errno.ENOTCONN, errno.EBADF):
+            raise

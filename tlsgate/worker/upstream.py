@@ -1,0 +1,82 @@
+"""Dialling upstreams: a small dialer interface between routing and sockets.
+
+The connection handler asks a `Dialer` for a connected socket and does not care
+what is behind it. Today the only kind is `TcpDialer` (``host:port``); agent
+tunnels (a later feature) will add a dialer that opens a stream over a tunnel
+session held by one worker, without the handler or the route table changing.
+"""
+
+from __future__ import annotations
+
+import errno
+import socket as stdlib_socket
+from typing import Protocol
+
+import gevent
+from gevent import socket
+
+from tlsgate.config.model import HostPort
+
+
+class DialError(Exception):
+    """Connecting to an upstream failed. ``reason`` is a close-reason name."""
+
+    def __init__(self, reason: str, detail: str):
+        super().__init__(detail)
+        self.reason = reason
+        self.detail = detail
+
+
+class Dialer(Protocol):
+    label: str
+    """What the events show as ``object.upstream.addr``."""
+
+    def dial(self, timeout: float) -> socket.socket:
+        """A connected, cooperative socket, or `DialError`."""
+
+
+class TcpDialer:
+    __slots__ = ("address", "label", "_family", "_sockaddr")
+
+    def __init__(self, address: HostPort):
+        self.address = address
+        self.label = str(address)
+        self._family, self._sockaddr = _resolve_literal(address)
+
+    def dial(self, timeout: float) -> socket.socket:
+        family, sockaddr = self._family, self._sockaddr
+        if family is None:
+            # A host name: resolve per dial (cooperatively) so DNS changes are followed.
+            try:
+                infos = socket.getaddrinfo(
+                    self.address.host, self.address.port, 0, stdlib_socket.SOCK_STREAM
+                )
+            except OSError as e:
+                raise DialError("upstream_connect_failed", f"resolve {self.label}: {e}") from e
+            family, _, _, _, sockaddr = infos[0]
+        sock = socket.socket(family, stdlib_socket.SOCK_STREAM)
+        try:
+            sock.setsockopt(stdlib_socket.IPPROTO_TCP, stdlib_socket.TCP_NODELAY, 1)
+            with gevent.Timeout(timeout, False):
+                err = sock.connect_ex(sockaddr)
+                if err in (0, errno.EISCONN):
+                    return sock
+                raise DialError(
+                    "upstream_connect_failed", f"connect {self.label}: {errno.errorcode.get(err, err)}"
+                )
+            raise DialError("upstream_connect_timeout", f"connect {self.label}: timed out")
+        except BaseException:
+            sock.close()
+            raise
+
+
+def _resolve_literal(address: HostPort):
+    for family in (stdlib_socket.AF_INET, stdlib_socket.AF_INET6):
+        try:
+            stdlib_socket.inet_pton(family, address.host)
+        except OSError:
+            continue
+        if family == stdlib_socket.AF_INET6:
+            return family, (address.host, address.port, 0, 0)
+        return family, (address.host, address.port)
+    return None, None
