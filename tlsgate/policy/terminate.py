@@ -1,0 +1,90 @@
+"""The ``terminate-tls`` action: validates and keeps the TLS termination settings.
+
+Certificates, keys and CAs are kept as given (PEM text or a file path, possibly
+interpolated); the TLS layer loads them.  At run time the action pauses the
+evaluation with a `model.TerminateTls` decision (see `model` for the worker's loop).
+Registered on import; `load.py` imports it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from tlsgate.policy.actions import Action, EvalState, Stop
+from tlsgate.policy.expr import Template, format_value
+from tlsgate.policy.model import TerminateTls
+
+TLS_VERSIONS = ("1.2", "1.3")
+MTLS_STRATEGIES = ("require-and-verify", "require-any", "request")
+TERMINATE_TLS_FIELDS = (
+    "min_version",
+    "max_version",
+    "server_certificate",
+    "server_private_key",
+    "mutual_tls_certificate_authorities",
+    "mutual_tls_verification_strategy",
+    "alpn",
+)
+
+
+@dataclass(frozen=True)
+class TerminateTlsAction(Action, type_name="terminate-tls"):
+    key_path: str
+    min_version: str
+    max_version: str
+    server_certificate: Template | None
+    server_private_key: Template | None
+    mutual_tls_certificate_authorities: tuple[Template, ...]
+    mutual_tls_verification_strategy: str
+    alpn: tuple[Template, ...]
+
+    @classmethod
+    def parse(cls, config, ctx):
+        ctx.check_keys(config, TERMINATE_TLS_FIELDS)
+        low = ctx.choice(config, "min_version", TLS_VERSIONS, "1.2")
+        high = ctx.choice(config, "max_version", TLS_VERSIONS, "1.3")
+        if low > high:
+            ctx.error("min_version", f"{low!r} is above max_version {high!r}")
+        cert = key = None
+        if "server_certificate" in config:
+            cert = ctx.template("server_certificate", config["server_certificate"])
+        if "server_private_key" in config:
+            key = ctx.template("server_private_key", config["server_private_key"])
+        if ("server_certificate" in config) != ("server_private_key" in config):
+            ctx.error("", "server_certificate and server_private_key must be set together")
+        cas = ctx.string_list(config, "mutual_tls_certificate_authorities", _check_ca)
+        strategy = ctx.choice(
+            config, "mutual_tls_verification_strategy", MTLS_STRATEGIES, "require-and-verify"
+        )
+        alpn = ctx.string_list(config, "alpn")
+        if not ctx.ok:
+            return None
+        return cls(ctx.key_path, low, high, cert, key, cas, strategy, alpn)
+
+    def apply(self, state: EvalState) -> Stop | None:
+        if state.tls_terminated:
+            state.trace.append("terminate-tls: TLS already terminated; ignored")
+            return None
+
+        def text(t: Template | None) -> str | None:
+            return None if t is None else format_value(state.render(t))
+
+        decided = TerminateTls(
+            min_version=self.min_version,
+            max_version=self.max_version,
+            server_certificate=text(self.server_certificate),
+            server_private_key=text(self.server_private_key),
+            mutual_tls_certificate_authorities=tuple(
+                text(t) or "" for t in self.mutual_tls_certificate_authorities
+            ),
+            mutual_tls_verification_strategy=self.mutual_tls_verification_strategy,
+            alpn=tuple(text(t) or "" for t in self.alpn),
+        )
+        state.trace.append(f"terminate-tls: TLS {self.min_version}-{self.max_version}")
+        return Stop("terminate_tls", terminate_tls=decided, resumable=True)
+
+
+def _check_ca(text: str) -> str | None:
+    if text.startswith("ca_"):
+        return "ngrok certificate authority IDs (ca_...) are not available; give PEM text or a file path"
+    return None
