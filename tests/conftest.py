@@ -34,8 +34,8 @@ def upstreams(pki):
 def gateway(tmp_path):
     started: list[Gateway] = []
 
-    def make(config: dict, workers: int = 2, start: bool = True) -> Gateway:
-        gw = Gateway(tmp_path / f"gw{len(started)}", config, workers)
+    def make(config: dict, workers: int = 2, start: bool = True, env: dict | None = None) -> Gateway:
+        gw = Gateway(tmp_path / f"gw{len(started)}", config, workers, env)
         started.append(gw)
         return gw.start() if start else gw
 

@@ -14,10 +14,17 @@ pytestmark = pytest.mark.integration
 
 SIZE = 100 * 1024 * 1024
 
+# Both relay implementations: zero-copy splice (Linux) and the portable read/write loop.
+RELAYS = [pytest.param({}, id="splice"), pytest.param({"TLSGATE_RELAY": "copy"}, id="copy")]
 
-def test_100_mib_each_way_arrives_intact(gateway, upstreams, pki):
+
+@pytest.mark.parametrize("relay_env", RELAYS)
+def test_100_mib_each_way_arrives_intact(gateway, upstreams, pki, relay_env):
     app = upstreams("app")
-    gw = gateway({"endpoints": [{"name": "app", "url": "tls://app.example.test", "upstream": {"url": app.address}}]})
+    gw = gateway(
+        {"endpoints": [{"name": "app", "url": "tls://app.example.test", "upstream": {"url": app.address}}]},
+        env=relay_env,
+    )
     ca = pki.files.cert
 
     # Upload: the upstream hashes what it received.
@@ -51,11 +58,15 @@ def test_100_mib_each_way_arrives_intact(gateway, upstreams, pki):
     assert {e["object"]["close_reason"] for e in events} == {"eof"}
 
 
-def test_half_close_propagates_both_ways(gateway):
+@pytest.mark.parametrize("relay_env", RELAYS)
+def test_half_close_propagates_both_ways(gateway, relay_env):
     """Client EOF reaches the upstream as EOF, and the upstream's reply still flows back after it."""
     raw = RawUpstream()
     try:
-        gw = gateway({"endpoints": [{"name": "raw", "url": "tls://raw.example.test", "upstream": {"url": raw.address}}]})
+        gw = gateway(
+            {"endpoints": [{"name": "raw", "url": "tls://raw.example.test", "upstream": {"url": raw.address}}]},
+            env=relay_env,
+        )
         payload = client_hello_bytes("raw.example.test") + b"z" * 300_000
         with socket.create_connection(("127.0.0.1", gw.port), timeout=10) as s:
             s.sendall(payload)
@@ -73,13 +84,15 @@ def test_half_close_propagates_both_ways(gateway):
         raw.close()
 
 
-def test_idle_connection_is_closed_when_both_legs_are_silent(gateway, upstreams, pki):
+@pytest.mark.parametrize("relay_env", RELAYS)
+def test_idle_connection_is_closed_when_both_legs_are_silent(gateway, upstreams, pki, relay_env):
     app = upstreams("app")
     gw = gateway(
         {
             "limits": {"client_idle_timeout": "700ms", "server_idle_timeout": "700ms"},
             "endpoints": [{"name": "app", "url": "tls://app.example.test", "upstream": {"url": app.address}}],
-        }
+        },
+        env=relay_env,
     )
     with tls_connect(gw.port, "app.example.test", pki.files.cert) as s:
         read_line(s)

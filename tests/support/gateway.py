@@ -35,7 +35,7 @@ def wait_for(predicate, timeout: float = 15.0, interval: float = 0.05, what: str
 class Gateway:
     """A `tlsgate start -c FILE` subprocess with its config, log and events file."""
 
-    def __init__(self, tmp_path: Path, config: dict, workers: int = 2):
+    def __init__(self, tmp_path: Path, config: dict, workers: int = 2, env: dict | None = None):
         self.dir = tmp_path
         tmp_path.mkdir(parents=True, exist_ok=True)
         self.port = free_port()
@@ -51,6 +51,7 @@ class Gateway:
         self.events_path = Path(config["events"]["file"])
         self.log_path = tmp_path / "tlsgate.log"
         self.proc: subprocess.Popen | None = None
+        self.env = {**os.environ, **(env or {})}
 
     def write_config(self, config: dict) -> None:
         self.config_path.write_text(tomli_w.dumps(config))
@@ -62,6 +63,7 @@ class Gateway:
             stdout=self._log,
             stderr=subprocess.STDOUT,
             cwd=self.dir,
+            env=self.env,
         )
         if wait:
             self.wait_serving(self.workers)

@@ -3,7 +3,7 @@
 One `Relay` per connection: the handler's greenlet pumps client -> upstream and
 a second greenlet pumps upstream -> client. On Linux the bytes move with
 `os.splice` through a pipe (zero copy, never entering Python); elsewhere a
-`recv_into`/`send` loop over one buffer per direction does the same work.
+read/write loop over one buffer per direction does the same work.
 
 Idle rule (the issue's definition): the client leg is idle when the client has
 sent nothing for `client_idle_timeout`, the upstream leg when the upstream has
@@ -28,7 +28,8 @@ from gevent.timeout import Timeout
 
 from tlsgate.events import ConnectionRecord
 
-_HAVE_SPLICE = hasattr(os, "splice")
+# TLSGATE_RELAY=copy forces the portable loop on Linux too (tests run both paths).
+_USE_SPLICE = hasattr(os, "splice") and os.environ.get("TLSGATE_RELAY") != "copy"
 _SPLICE_FLAGS = getattr(os, "SPLICE_F_MOVE", 1) | getattr(os, "SPLICE_F_NONBLOCK", 2)
 _CHUNK = 256 * 1024
 _PIPE_SIZE = 256 * 1024
@@ -99,7 +100,7 @@ class Relay:
 
     def _pump_guarded(self, upstream_bound: bool) -> str:
         try:
-            if _HAVE_SPLICE:
+            if _USE_SPLICE:
                 self._pump_splice(upstream_bound)
             else:
                 self._pump_copy(upstream_bound)
@@ -146,7 +147,8 @@ class Relay:
                     try:
                         n -= os.splice(pipe_r, dst_fd, n, flags=_SPLICE_FLAGS)
                     except BlockingIOError:
-                        hub.wait(write_watcher)
+                        # A peer that stops reading stalls this leg too: the idle rule still applies.
+                        self._wait(hub, write_watcher, leg, other_leg)
                     except OSError as e:
                         raise self._reset(e, dst_name) from e
         finally:
@@ -159,14 +161,16 @@ class Relay:
     def _pump_copy(self, upstream_bound: bool) -> None:
         src, dst, leg, other_leg, src_name, dst_name = self._direction(upstream_bound)
         hub = get_hub()
-        read_watcher = hub.loop.io(src.fileno(), 1)
+        src_fd, dst_fd = src.fileno(), dst.fileno()
+        read_watcher = hub.loop.io(src_fd, 1)
+        write_watcher = hub.loop.io(dst_fd, 2)
         buf = bytearray(64 * 1024)
         view = memoryview(buf)
         record = self.record
         try:
             while True:
                 try:
-                    n = src.recv_into(buf)
+                    n = os.readv(src_fd, (buf,))
                 except BlockingIOError:
                     self._wait(hub, read_watcher, leg, other_leg)
                     continue
@@ -181,15 +185,20 @@ class Relay:
                     record.bytes_in += n
                 else:
                     record.bytes_out += n
-                try:
-                    dst.sendall(view[:n])
-                except OSError as e:
-                    raise self._reset(e, dst_name) from e
+                sent = 0
+                while sent < n:
+                    try:
+                        sent += os.write(dst_fd, view[sent:n])
+                    except BlockingIOError:
+                        self._wait(hub, write_watcher, leg, other_leg)
+                    except OSError as e:
+                        raise self._reset(e, dst_name) from e
         finally:
             read_watcher.close()
+            write_watcher.close()
 
     def _wait(self, hub, watcher, leg: _Leg, other_leg: _Leg) -> None:
-        """Wait for the source to be readable; close the connection if both legs are idle."""
+        """Wait for `watcher` (source readable or destination writable); close if both legs go idle."""
         while True:
             remaining = leg.idle_timeout - (time.monotonic() - leg.last_activity)
             if remaining <= 0:
