@@ -221,7 +221,7 @@ def test_parse_config_reports_like_load_config(tmp_path):
         parse_config({"gateway": {"workers": 0}, "extra": 1}, "<cli>", tmp_path)
     assert [str(p) for p in info.value.problems] == [
         "<cli>: gateway.workers: must be between 1 and 256, got 0",
-        "<cli>: extra: unknown key (known keys here: gateway, limits, events, endpoints)",
+        "<cli>: extra: unknown key (known keys here: gateway, limits, events, metrics, endpoints)",
     ]
 
 

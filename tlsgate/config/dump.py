@@ -41,6 +41,8 @@ def config_to_dict(cfg: Config) -> dict[str, object]:
         },
         "events": events,
     }
+    if cfg.metrics.listen is not None:
+        data["metrics"] = {"listen": str(cfg.metrics.listen)}
     if cfg.endpoints:  # tomli_w would write an empty array as "endpoints = []" above [gateway]
         data["endpoints"] = [endpoint_to_dict(endpoint) for endpoint in cfg.endpoints]
     return data

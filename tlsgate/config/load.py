@@ -42,6 +42,7 @@ from tlsgate.config.model import (
     GatewayConfig,
     HostPort,
     LimitsConfig,
+    MetricsConfig,
     default_workers,
 )
 from tlsgate.config.reader import Context, Table
@@ -102,6 +103,7 @@ def parse_config(
     gateway, listen_readable = _parse_gateway(root.section("gateway"))
     limits = _parse_limits(root.section("limits"))
     events = _parse_events(root.section("events"))
+    metrics = _parse_metrics(root.section("metrics"))
     # With unreadable listen addresses, "no listener on port N" errors would only be noise.
     endpoints = _parse_endpoints(root, gateway.listen_ports if listen_readable else None)
     root.finish()
@@ -110,7 +112,12 @@ def parse_config(
         root.warn("endpoints", "no endpoints are configured; every connection will be refused")
     ctx.problems.raise_if_errors()
     config = Config(
-        gateway=gateway, limits=limits, events=events, endpoints=endpoints, source=source
+        gateway=gateway,
+        limits=limits,
+        events=events,
+        metrics=metrics,
+        endpoints=endpoints,
+        source=source,
     )
     return config, ctx.problems.warnings
 
@@ -222,6 +229,12 @@ def _parse_events(table: Table) -> EventsConfig:
     file = table.get("file", convert, None)
     table.finish()
     return EventsConfig(file=file)
+
+
+def _parse_metrics(table: Table) -> MetricsConfig:
+    listen = table.get("listen", parse_listen_address, None)
+    table.finish()
+    return MetricsConfig(listen=listen)
 
 
 def _parse_endpoints(

@@ -72,6 +72,12 @@ class EventsConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class MetricsConfig:
+    listen: HostPort | None = None
+    """Where Prometheus text metrics are served at ``/metrics``; ``None`` = no metrics endpoint."""
+
+
+@dataclass(frozen=True, slots=True)
 class UpstreamConfig:
     address: HostPort
     """Where connections are forwarded; the host may be a name, resolved at connect time."""
@@ -111,6 +117,7 @@ class Config:
     gateway: GatewayConfig = field(default_factory=GatewayConfig)
     limits: LimitsConfig = field(default_factory=LimitsConfig)
     events: EventsConfig = field(default_factory=EventsConfig)
+    metrics: MetricsConfig = field(default_factory=MetricsConfig)
     endpoints: tuple[EndpointConfig, ...] = ()
     source: str = "<default>"
     """Where this config came from: a file path, ``<default>`` or ``<cli>``."""

@@ -246,8 +246,7 @@ class Arbiter:
         now = time.monotonic()
         lived = now - slot.started_at
         slot.fast_failures = slot.fast_failures + 1 if lived < FAST_FAILURE_SECONDS else 0
-        # Replace at once, unless it keeps dying right after start: a crash loop must not spin.
-        delay = 0.0 if slot.fast_failures < 2 else min(0.1 * 2 ** (slot.fast_failures - 1), MAX_BACKOFF)
+        delay = respawn_delay(slot.fast_failures)
         slot.respawn_at = now + delay
         level = logging.ERROR if os.WIFSIGNALED(status) or os.waitstatus_to_exitcode(status) else logging.WARNING
         hint = " Perhaps out of memory?" if os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGKILL else ""
@@ -297,6 +296,17 @@ class Arbiter:
                 pass
         except BlockingIOError:
             pass
+
+
+def respawn_delay(fast_failures: int) -> float:
+    """Replace a dead worker at once, unless it keeps dying right after start.
+
+    A crash loop must not spin the machine: from the second consecutive fast
+    failure on, wait 0.2 s, 0.4 s, 0.8 s ... up to `MAX_BACKOFF`.
+    """
+    if fast_failures < 2:
+        return 0.0
+    return min(0.1 * 2 ** (fast_failures - 1), MAX_BACKOFF)
 
 
 def prepare_state(config: Config) -> None:
