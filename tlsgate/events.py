@@ -32,6 +32,16 @@ CLOSE_REASONS = (
     "upstream_connect_timeout",
     "shutdown",
     "killed",
+    # TLS termination at the gateway
+    "handshake_failed",
+    "handshake_timeout",
+    "upstream_tls_failed",
+    # traffic policy
+    "ip_restricted",
+    "policy_denied",
+    "rate_limited",
+    "policy_error",
+    "forward_internal_failed",
 )
 
 

@@ -152,6 +152,21 @@ class RouteTable:
             return None
         return self._internal.find(host, port)
 
+    def forward_target(self, url: str) -> Route | None:
+        """The internal route a ``forward-internal`` URL (``tls://HOST[:PORT]``) names, or None.
+
+        The port is optional on either side; when both URLs carry one they must match.
+        """
+        host, port = split_forward_url(url)
+        if not host:
+            return None
+        route = self._internal.find(host, port)
+        if route is None and port is None:
+            same_host = [r for r in self._internal.routes if r.members[0].host == host]
+            if len(same_host) == 1:
+                route = same_host[0]
+        return route
+
     @property
     def routes(self) -> tuple[Route, ...]:
         """Every public route (exact hosts, then wildcards), e.g. for ``config show``."""
@@ -160,6 +175,22 @@ class RouteTable:
     @property
     def internal_routes(self) -> tuple[Route, ...]:
         return self._internal.routes
+
+
+def split_forward_url(url: str) -> tuple[str, int | None]:
+    """``tls://db.internal:5432`` -> ("db.internal", 5432); ("", None) when malformed."""
+    scheme, sep, rest = url.strip().partition("://")
+    if not sep or scheme.lower() != "tls":
+        return "", None
+    rest = rest.rstrip("/")
+    host, colon, port_text = rest.rpartition(":")
+    if not colon:
+        host, port = rest, None
+    elif port_text.isdigit() and 0 < int(port_text) < 65536:
+        port = int(port_text)
+    else:
+        return "", None
+    return host.lower().rstrip("."), port
 
 
 def _check_pool(url: str, binding: str, members: list[EndpointConfig]) -> None:

@@ -97,7 +97,7 @@ def test_quick_mode_forwards_one_endpoint(tmp_path, upstreams, pki):
     )
     try:
         first = proc.stdout.readline()
-        assert first.strip() == f"Forwarding tls://app.example.test -> {app.address} (listening on 127.0.0.1:{port})"
+        assert first.strip() == f"Forwarding tls://app.example.test -> {app.address} (listening on 127.0.0.1:{port}; TLS ends at the upstream)"
         wait_for(lambda: _serving(port), what="quick mode listening")
         assert greeting(port, "app.example.test", pki.files.cert) == "hello from app"
         assert app.proxy_headers[0].version == 2

@@ -30,8 +30,19 @@ def pattern_chunks(total: int, seed: int, chunk: int = 1 << 20):
 
 
 class TlsUpstream:
-    def __init__(self, name: str, cert_files, proxy_protocol: bool = False, host: str = "127.0.0.1"):
+    def __init__(
+        self,
+        name: str,
+        cert_files,
+        proxy_protocol: bool = False,
+        host: str = "127.0.0.1",
+        tls: bool = True,
+        client_ca=None,
+    ):
+        """``tls=False``: the same protocol in plaintext (an upstream behind termination).
+        ``client_ca``: require client certificates from this CA file."""
         self.name = name
+        self.tls = tls
         self.proxy_protocol = proxy_protocol
         self.proxy_headers: list = []
         self.sni_seen: list[str | None] = []
@@ -39,6 +50,9 @@ class TlsUpstream:
         self.context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         self.context.load_cert_chain(cert_files.cert, cert_files.key)
         self.context.sni_callback = self._record_sni
+        if client_ca is not None:
+            self.context.verify_mode = ssl.CERT_REQUIRED
+            self.context.load_verify_locations(client_ca)
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
         self.sock = socket.socket(family, socket.SOCK_STREAM)
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -75,7 +89,7 @@ class TlsUpstream:
             conn.settimeout(60)
             if self.proxy_protocol:
                 self.proxy_headers.append(self._read_proxy_header(conn))
-            tls = self.context.wrap_socket(conn, server_side=True)
+            tls = self.context.wrap_socket(conn, server_side=True) if self.tls else conn
             with tls:
                 tls.sendall(f"hello from {self.name}\n".encode())
                 line = _read_line(tls)
@@ -99,10 +113,11 @@ class TlsUpstream:
                 elif cmd == "SOURCE":
                     for piece in pattern_chunks(int(args[0]), int(args[1])):
                         tls.sendall(piece)
-                try:
-                    tls.unwrap()
-                except (OSError, ValueError):
-                    pass
+                if self.tls:
+                    try:
+                        tls.unwrap()
+                    except (OSError, ValueError):
+                        pass  # the client may have closed without close_notify
         except (OSError, ValueError, ssl.SSLError):
             pass
         finally:

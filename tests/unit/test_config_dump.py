@@ -69,6 +69,10 @@ max_certificate_message = "300000B"
 
 [events]
 
+[tls]
+auto_certificates = "local-ca"
+session_resumption = true
+
 [[endpoints]]
 name = "app"
 url = "tls://app.example.com"

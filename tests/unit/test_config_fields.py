@@ -308,10 +308,8 @@ def test_parse_upstream_address_rejects(value, message):
 
 
 def test_tls_upstream_message_names_terminate_tls():
-    assert TLS_UPSTREAM_MESSAGE.startswith(
-        "a tls:// upstream (re-encryption to the upstream) needs"
-    )
-    assert "TLS termination at the gateway (terminate-tls)" in TLS_UPSTREAM_MESSAGE
+    assert TLS_UPSTREAM_MESSAGE.startswith("a tls:// upstream means re-encrypting after TLS")
+    assert "no terminate-tls action" in TLS_UPSTREAM_MESSAGE
 
 
 # -- host names and endpoint URLs --------------------------------------------------------------

@@ -221,7 +221,7 @@ def test_parse_config_reports_like_load_config(tmp_path):
         parse_config({"gateway": {"workers": 0}, "extra": 1}, "<cli>", tmp_path)
     assert [str(p) for p in info.value.problems] == [
         "<cli>: gateway.workers: must be between 1 and 256, got 0",
-        "<cli>: extra: unknown key (known keys here: gateway, limits, events, metrics, endpoints)",
+        "<cli>: extra: unknown key (known keys here: gateway, limits, events, metrics, tls, certificates, endpoints)",
     ]
 
 
@@ -386,8 +386,8 @@ def test_parse_endpoint_errors_use_the_given_key_path():
     data = {"name": "api", "url": "tls://a.example:443", "upstream": {"url": "tls://h:1"}, "x": 1}
     assert parse_endpoint(data, "<api>", "endpoint", problems, {8443}) is None
     assert [f"{p.key_path}" for p in problems.items] == [
-        "endpoint.upstream.url",
         "endpoint.x",
+        "endpoint.upstream.url",
         "endpoint.url",
     ]
     assert parse_endpoint("nope", "<api>", "endpoint", problems, None) is None

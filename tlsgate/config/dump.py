@@ -8,6 +8,8 @@ equal `Config`: ``parse_config(tomllib.loads(dump_config(c)), c.source, ...) == 
 
 from __future__ import annotations
 
+import json
+
 import tomli_w
 
 from tlsgate.config.fields import format_duration, format_size
@@ -43,6 +45,12 @@ def config_to_dict(cfg: Config) -> dict[str, object]:
     }
     if cfg.metrics.listen is not None:
         data["metrics"] = {"listen": str(cfg.metrics.listen)}
+    data["tls"] = {
+        "auto_certificates": cfg.tls.auto_certificates,
+        "session_resumption": cfg.tls.session_resumption,
+    }
+    if cfg.certificates:
+        data["certificates"] = [{"cert": str(c.cert), "key": str(c.key)} for c in cfg.certificates]
     if cfg.endpoints:  # tomli_w would write an empty array as "endpoints = []" above [gateway]
         data["endpoints"] = [endpoint_to_dict(endpoint) for endpoint in cfg.endpoints]
     return data
@@ -50,18 +58,32 @@ def config_to_dict(cfg: Config) -> dict[str, object]:
 
 def endpoint_to_dict(endpoint: EndpointConfig) -> dict[str, object]:
     """One ``[[endpoints]]`` entry; also the shape the endpoint API will return."""
-    return {
+    upstream = endpoint.upstream
+    upstream_data: dict[str, object] = {
+        "url": f"tls://{upstream.address}" if upstream.tls else str(upstream.address),
+        "proxy_protocol": upstream.proxy_protocol,
+    }
+    if upstream.tls:
+        upstream_data["tls_verify"] = upstream.tls_verify
+        if upstream.tls_verify_cas is not None:
+            upstream_data["tls_verify_cas"] = str(upstream.tls_verify_cas)
+        if upstream.server_name is not None:
+            upstream_data["server_name"] = upstream.server_name
+    data: dict[str, object] = {
         "name": endpoint.name,
         "url": endpoint.url,
         "description": endpoint.description,
         "metadata": endpoint.metadata,
         "bindings": list(endpoint.bindings),
         "pooling_enabled": endpoint.pooling_enabled,
-        "upstream": {
-            "url": str(endpoint.upstream.address),
-            "proxy_protocol": endpoint.upstream.proxy_protocol,
-        },
     }
+    if endpoint.traffic_policy_file is not None:
+        data["traffic_policy_file"] = str(endpoint.traffic_policy_file)
+    # Tables last: tomli_w writes [endpoints.x] sub-tables after the plain keys anyway.
+    data["upstream"] = upstream_data
+    if endpoint.traffic_policy_json is not None:
+        data["traffic_policy"] = json.loads(endpoint.traffic_policy_json)
+    return data
 
 
 def dump_config(cfg: Config) -> str:

@@ -9,10 +9,12 @@ ngrok's pooling rule (endpoints sharing a URL must all set ``pooling_enabled``).
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Collection, Sequence
 from pathlib import Path
 
 from tlsgate.config.fields import (
+    TLS_UPSTREAM_MESSAGE,
     FieldError,
     describe,
     expect_bool,
@@ -21,20 +23,24 @@ from tlsgate.config.fields import (
     parse_endpoint_name,
     parse_endpoint_url,
     parse_proxy_protocol,
-    parse_upstream_address,
+    parse_upstream_url,
 )
 from tlsgate.config.model import EndpointConfig, UpstreamConfig
 from tlsgate.config.reader import Context, Table
+from tlsgate.config.termination import check_terminate_actions, terminate_actions
 from tlsgate.errors import Problems
 
 BINDINGS = ("public", "internal")
 MAX_DESCRIPTION = 255
 
 _NOT_YET = {
-    "traffic_policy": "traffic policies are not supported yet",
-    "agent_tls_termination": "TLS termination at the gateway is not supported yet",
+    "agent_tls_termination": (
+        "TLS termination at an agent is not available; terminate at the gateway with a "
+        'terminate-tls action: traffic_policy = { on_tcp_connect = [{ actions = [{ type = "terminate-tls" }] }] }'
+    ),
 }
-"""ngrok endpoint keys that tlsgate knows but does not implement yet: say so, not 'unknown'."""
+"""ngrok endpoint keys that tlsgate knows but does not implement: say so, not 'unknown'."""
+
 
 
 def _description(value: object) -> str:
@@ -67,6 +73,7 @@ def parse_endpoint(
     key_path: str,
     problems: Problems,
     listen_ports: Collection[int] | None,
+    base_dir: Path | None = None,
 ) -> EndpointConfig | None:
     """Validate one endpoint table; ``None`` if it has errors (all recorded in ``problems``).
 
@@ -78,7 +85,8 @@ def parse_endpoint(
         problems.error(source, key_path, f"expected a table, got {describe(data)}")
         return None
     errors_before = len(problems.errors)
-    table = Table(data, key_path, Context(source, problems, Path.cwd()))
+    base_dir = base_dir or Path.cwd()
+    table = Table(data, key_path, Context(source, problems, base_dir))
 
     name = table.require("name", parse_endpoint_name)
     url = table.require("url", parse_endpoint_url)
@@ -88,7 +96,12 @@ def parse_endpoint(
     pooling_enabled = table.get("pooling_enabled", expect_bool, False)
     upstream_table = table.table("upstream", required=True, hint=_upstream_hint(data))
     upstream = _parse_upstream(upstream_table) if upstream_table else None
+    policy, policy_json, policy_file = _parse_traffic_policy(table, data)
     table.finish(_NOT_YET)
+    if upstream is not None and upstream.tls and not terminate_actions(policy):
+        # A policy with errors reported its own problems; don't pile this one on top.
+        if policy is not None or not (table.has("traffic_policy") or table.has("traffic_policy_file")):
+            problems.error(source, f"{key_path}.upstream.url", TLS_UPSTREAM_MESSAGE)
 
     if url is not None:
         host, port = url
@@ -116,7 +129,39 @@ def parse_endpoint(
         metadata=metadata,
         bindings=bindings,
         pooling_enabled=pooling_enabled,
+        traffic_policy_json=policy_json,
+        traffic_policy_file=policy_file,
+        traffic_policy=policy,
+        policy_base_dir=policy_file.parent if policy_file is not None else base_dir,
     )
+
+
+def _parse_traffic_policy(table: Table, data: dict[str, object]):
+    """``traffic_policy`` (inline table) or ``traffic_policy_file`` (YAML, JSON or TOML)."""
+    from tlsgate.policy.load import load_policy_file, parse_policy
+
+    ctx = table.ctx
+    inline = table.get("traffic_policy", _expect_table, None)
+    file_text = table.get("traffic_policy_file", expect_str, None)
+    if inline is not None and file_text is not None:
+        table.error("traffic_policy_file", "give traffic_policy or traffic_policy_file, not both")
+        return None, None, None
+    if inline is not None:
+        policy = parse_policy(inline, ctx.source, table.key_path("traffic_policy"), ctx.problems)
+        check_terminate_actions(policy, ctx.base_dir, ctx.problems)
+        return policy, json.dumps(inline, sort_keys=True), None
+    if file_text is not None:
+        path = Path(os.path.normpath(ctx.base_dir / Path(file_text).expanduser()))
+        policy, _ = load_policy_file(path, ctx.problems)
+        check_terminate_actions(policy, path.parent, ctx.problems)
+        return policy, None, path
+    return None, None, None
+
+
+def _expect_table(value: object) -> dict:
+    if not isinstance(value, dict):
+        raise FieldError(f"expected a table such as {{ on_tcp_connect = [...] }}, got {describe(value)}")
+    return value
 
 
 def _upstream_hint(data: dict[str, object]) -> str:
@@ -147,12 +192,54 @@ def _check_binding(
 
 
 def _parse_upstream(table: Table) -> UpstreamConfig | None:
-    address = table.require("url", parse_upstream_address)
+    url = table.require("url", parse_upstream_url)
     proxy_protocol = table.get("proxy_protocol", parse_proxy_protocol, 0)
+    tls_verify = table.get("tls_verify", expect_bool, True)
+    tls_verify_cas = table.get("tls_verify_cas", _path(table), None)
+    server_name = table.get("server_name", _server_name, None)
     table.finish({"protocol": "upstream.protocol (http1/http2) is for HTTP endpoints only"})
-    if address is None:
+    if url is None:
         return None
-    return UpstreamConfig(address=address, proxy_protocol=proxy_protocol)  # type: ignore[arg-type]
+    address, tls = url
+    if not tls:
+        for key in ("tls_verify", "tls_verify_cas", "server_name"):
+            if table.has(key):
+                table.error(key, "only applies to a tls:// upstream (re-encryption)")
+    elif tls_verify_cas is not None and not tls_verify_cas.is_file():
+        table.error("tls_verify_cas", f"{tls_verify_cas} is not a readable file")
+    elif not tls_verify:
+        table.warn(
+            "tls_verify",
+            "the upstream's certificate is not verified: anyone on the path to it can "
+            "read and change this endpoint's traffic",
+        )
+    return UpstreamConfig(
+        address=address,
+        proxy_protocol=proxy_protocol,  # type: ignore[arg-type]
+        tls=tls,
+        tls_verify=tls_verify,
+        tls_verify_cas=tls_verify_cas,
+        server_name=server_name,
+    )
+
+
+def _path(table: Table):
+    def convert(value: object) -> Path:
+        text = expect_str(value)
+        if not text.strip():
+            raise FieldError("expected a path, got an empty string")
+        return Path(os.path.normpath(table.ctx.base_dir / Path(text).expanduser()))
+
+    return convert
+
+
+def _server_name(value: object) -> str:
+    text = expect_str(value).strip().lower().rstrip(".")
+    from tlsgate.proto.sni import normalise_sni
+
+    if normalise_sni(text) is None:
+        raise FieldError(f"{json.dumps(value)} is not a valid host name")
+    return text
 
 
 def check_endpoints(

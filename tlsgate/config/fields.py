@@ -292,10 +292,19 @@ def parse_listen_address(value: object) -> HostPort:
 # -- upstream addresses --------------------------------------------------------------------
 
 TLS_UPSTREAM_MESSAGE = (
-    "a tls:// upstream (re-encryption to the upstream) needs TLS termination at the gateway "
-    "(terminate-tls), which tlsgate does not do yet; use HOST:PORT or tcp://HOST:PORT to pass "
-    "the client's TLS through"
+    "a tls:// upstream means re-encrypting after TLS is terminated at the gateway, but this "
+    "endpoint's traffic policy has no terminate-tls action; in passthrough the client's own "
+    "TLS already reaches the upstream end to end, so write the upstream as HOST:PORT"
 )
+
+
+def parse_upstream_url(value: object) -> tuple[HostPort, bool]:
+    """An upstream URL and whether it is ``tls://`` (re-encrypt after terminating at the gateway)."""
+    if isinstance(value, str):
+        scheme, sep, rest = value.strip().partition("://")
+        if sep and scheme.lower() == "tls":
+            return parse_upstream_address(rest.rstrip("/")), True
+    return parse_upstream_address(value), False
 
 
 def parse_upstream_address(value: object) -> HostPort:

@@ -27,6 +27,7 @@ from tlsgate.config.endpoints import check_endpoints, parse_endpoint
 from tlsgate.config.fields import (
     FieldError,
     describe,
+    expect_bool,
     expect_choice,
     expect_int,
     expect_str,
@@ -34,8 +35,10 @@ from tlsgate.config.fields import (
     parse_listen_address,
     parse_size,
 )
+from tlsgate.config.forwards import check_forwards
 from tlsgate.config.model import (
     MAX_WORKERS,
+    CertificateConfig,
     Config,
     EndpointConfig,
     EventsConfig,
@@ -43,10 +46,12 @@ from tlsgate.config.model import (
     HostPort,
     LimitsConfig,
     MetricsConfig,
+    TlsConfig,
     default_workers,
 )
 from tlsgate.config.reader import Context, Table
 from tlsgate.errors import ConfigError, Problem
+from tlsgate.tls.certs import load_certificate_pair
 
 __all__ = ["load_config", "parse_config", "parse_endpoint", "DEFAULT_SOURCE"]
 
@@ -104,6 +109,8 @@ def parse_config(
     limits = _parse_limits(root.section("limits"))
     events = _parse_events(root.section("events"))
     metrics = _parse_metrics(root.section("metrics"))
+    tls = _parse_tls(root.section("tls"))
+    certificates = _parse_certificates(root)
     # With unreadable listen addresses, "no listener on port N" errors would only be noise.
     endpoints = _parse_endpoints(root, gateway.listen_ports if listen_readable else None)
     root.finish()
@@ -116,6 +123,8 @@ def parse_config(
         limits=limits,
         events=events,
         metrics=metrics,
+        tls=tls,
+        certificates=certificates,
         endpoints=endpoints,
         source=source,
     )
@@ -231,6 +240,46 @@ def _parse_events(table: Table) -> EventsConfig:
     return EventsConfig(file=file)
 
 
+def _parse_tls(table: Table) -> TlsConfig:
+    defaults = TlsConfig()
+    auto = table.get(
+        "auto_certificates",
+        lambda v: expect_choice(v, ("local-ca", "off")),
+        defaults.auto_certificates,
+    )
+    resumption = table.get("session_resumption", expect_bool, defaults.session_resumption)
+    table.finish()
+    return TlsConfig(auto_certificates=auto, session_resumption=resumption)  # type: ignore[arg-type]
+
+
+def _parse_certificates(root: Table) -> tuple[CertificateConfig, ...]:
+    """``[[certificates]]``: the gateway's certificate store, matched on SAN DNS names."""
+    raw = root.raw("certificates")
+    if raw is None:
+        return ()
+    if not isinstance(raw, list):
+        root.error("certificates", f"expected an array of tables ([[certificates]]), got {describe(raw)}")
+        return ()
+    ctx = root.ctx
+    to_path = _path_converter(ctx)
+    entries = []
+    for index, item in enumerate(raw):
+        path = f"certificates[{index}]"
+        if not isinstance(item, dict):
+            ctx.problems.error(ctx.source, path, f"expected a table, got {describe(item)}")
+            continue
+        table = Table(item, path, ctx)
+        cert = table.require("cert", to_path)
+        key = table.require("key", to_path)
+        table.finish()
+        if cert is None or key is None:
+            continue
+        pair = load_certificate_pair(str(cert), str(key), ctx.source, path, ctx.problems)
+        if pair is not None:
+            entries.append(CertificateConfig(cert=cert, key=key, pair=pair))
+    return tuple(entries)
+
+
 def _parse_metrics(table: Table) -> MetricsConfig:
     listen = table.get("listen", parse_listen_address, None)
     table.finish()
@@ -250,8 +299,10 @@ def _parse_endpoints(
     parsed: list[tuple[str, EndpointConfig]] = []
     for index, item in enumerate(raw):
         path = f"endpoints[{index}]"
-        endpoint = parse_endpoint(item, ctx.source, path, ctx.problems, listen_ports)
+        endpoint = parse_endpoint(item, ctx.source, path, ctx.problems, listen_ports, ctx.base_dir)
         if endpoint is not None:
             parsed.append((path, endpoint))
     check_endpoints(parsed, ctx.source, ctx.problems)
+    if not ctx.problems.errors:
+        check_forwards([endpoint for _, endpoint in parsed], ctx.problems)
     return tuple(endpoint for _, endpoint in parsed)

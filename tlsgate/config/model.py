@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 OnUnknownSni = Literal["alert", "close"]
 MAX_WORKERS = 256
@@ -83,6 +83,18 @@ class UpstreamConfig:
     """Where connections are forwarded; the host may be a name, resolved at connect time."""
     proxy_protocol: Literal[0, 1, 2] = 0
     """PROXY protocol header version sent before the client's bytes; 0 = none."""
+    tls: bool = False
+    """``tls://`` upstream: after terminating the client's TLS, open TLS to the upstream."""
+    tls_verify: bool = True
+    tls_verify_cas: Path | None = None
+    """CA file the upstream's certificate must chain to; else ``SSL_CERT_FILE``, else the system store."""
+    server_name: str | None = None
+    """SNI sent upstream and name checked in its certificate; default: the upstream host
+    (no SNI for an IP address, which is then checked against the certificate's IP SANs)."""
+
+    @property
+    def verify_name(self) -> str:
+        return self.server_name or self.address.host
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,6 +114,13 @@ class EndpointConfig:
     reachable only through forward-internal, never by SNI)."""
     pooling_enabled: bool = False
     """Endpoints with the same ``url`` form a pool only if all of them set this."""
+    traffic_policy_json: str | None = None
+    """The inline ``traffic_policy`` document as canonical JSON (for `config show`)."""
+    traffic_policy_file: Path | None = None
+    traffic_policy: Any = field(default=None, compare=False, hash=False, repr=False)
+    """The compiled `tlsgate.policy.model.Policy`, or ``None`` (plain passthrough)."""
+    policy_base_dir: Path | None = field(default=None, compare=False, hash=False, repr=False)
+    """Relative certificate paths in the policy are relative to this directory."""
 
     @property
     def is_wildcard(self) -> bool:
@@ -113,11 +132,31 @@ class EndpointConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class TlsConfig:
+    auto_certificates: Literal["local-ca", "off"] = "local-ca"
+    """Where a terminating endpoint's certificate comes from when neither its terminate-tls
+    action nor ``[[certificates]]`` has one for the SNI: a local CA under state_dir, or none."""
+    session_resumption: bool = True
+    """TLS session tickets for terminated connections; ``false``: every connection is a
+    full handshake."""
+
+
+@dataclass(frozen=True, slots=True)
+class CertificateConfig:
+    cert: Path
+    key: Path
+    pair: Any = field(default=None, compare=False, hash=False, repr=False)
+    """The loaded `tlsgate.tls.certs.CertificatePair` (the key never appears in repr)."""
+
+
+@dataclass(frozen=True, slots=True)
 class Config:
     gateway: GatewayConfig = field(default_factory=GatewayConfig)
     limits: LimitsConfig = field(default_factory=LimitsConfig)
     events: EventsConfig = field(default_factory=EventsConfig)
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
+    tls: TlsConfig = field(default_factory=TlsConfig)
+    certificates: tuple[CertificateConfig, ...] = ()
     endpoints: tuple[EndpointConfig, ...] = ()
     source: str = "<default>"
     """Where this config came from: a file path, ``<default>`` or ``<cli>``."""

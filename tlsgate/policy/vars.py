@@ -166,3 +166,54 @@ def sample_vars() -> dict[str, Any]:
     conn_vars["actions"] = empty_action_results()
     conn_vars["vars"] = {}
     return conn_vars
+
+
+_NAME_OIDS = {
+    "common_name": "2.5.4.3",
+    "country": "2.5.4.6",
+    "locality": "2.5.4.7",
+    "organization": "2.5.4.10",
+    "organizational_unit": "2.5.4.11",
+    "postal_code": "2.5.4.17",
+    "province": "2.5.4.8",
+    "street_address": "2.5.4.9",
+}
+
+
+def certificate_vars(cert: Any) -> dict[str, Any]:
+    """``conn.tls.client`` / ``conn.tls.server`` for a `cryptography` certificate."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import serialization
+
+    def name_vars(name: x509.Name) -> dict[str, Any]:
+        values = {
+            key: [str(a.value) for a in name if a.oid.dotted_string == oid]
+            for key, oid in _NAME_OIDS.items()
+        }
+        described: dict[str, Any] = {"common_name": ", ".join(values.pop("common_name"))}
+        described.update(values)
+        return described
+
+    try:
+        san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    except x509.ExtensionNotFound:
+        san = x509.SubjectAlternativeName([])
+    described = empty_certificate()
+    oid = cert.signature_algorithm_oid
+    described.update(
+        {
+            "subject": name_vars(cert.subject),
+            "issuer": name_vars(cert.issuer),
+            "serial_number": format(cert.serial_number, "x"),
+            "signature_algorithm": getattr(oid, "_name", None) or oid.dotted_string,
+            "pem": cert.public_bytes(serialization.Encoding.PEM).decode("ascii"),
+            "san": {
+                "dns_names": list(san.get_values_for_type(x509.DNSName)),
+                "email_addresses": list(san.get_values_for_type(x509.RFC822Name)),
+                "ip_addresses": [str(ip) for ip in san.get_values_for_type(x509.IPAddress)],
+                "uris": list(san.get_values_for_type(x509.UniformResourceIdentifier)),
+            },
+            "validity": {"not_before": cert.not_valid_before_utc, "not_after": cert.not_valid_after_utc},
+        }
+    )
+    return described

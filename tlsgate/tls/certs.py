@@ -213,6 +213,11 @@ def _join(key_path: str, name: str) -> str:
     return f"{key_path}.{name}" if key_path else name
 
 
+def is_pem_text(value: str) -> bool:
+    """Whether a config value is PEM text (as opposed to a file path)."""
+    return _is_pem(value)
+
+
 def _is_pem(value: str) -> bool:
     return PEM_MARKER in value
 

@@ -147,6 +147,10 @@ class GreenTLSConnection:
             return  # handshake unfinished or already shut: nothing to announce
         self._flush_quietly()
 
+    def shutdown_write(self) -> None:
+        """The relay's half-close: close_notify, while the peer may still send."""
+        self.shutdown()
+
     def close(self) -> None:
         self.sock.close()
 

@@ -1,69 +1,51 @@
-"""Serving one client connection: ClientHello, route, dial, PROXY header, relay, event.
+"""Serving one client connection: ClientHello, route, policy, TLS, dial, PROXY, relay, event.
 
 Called by the worker's accept loop (tlsgate/worker/server.py) in a greenlet per
-connection. The parsing, routing and event building it uses are pure modules;
-this module only does the socket I/O and the bookkeeping between them.
+connection. Parsing, routing, policy evaluation and event building are pure modules;
+this module does the socket I/O and the bookkeeping between them.
 
-States: ``hello`` (reading the ClientHello) -> ``dialing`` -> ``relaying`` ->
-closed. Whatever ends the connection, exactly one event is emitted for it.
+States: ``hello`` (reading the ClientHello) -> ``policy`` (rules, maybe the TLS
+handshake of a terminate-tls) -> ``dialing`` -> ``relaying`` -> ``closed``. Whatever
+ends the connection, exactly one event is emitted for it.
 """
 
 from __future__ import annotations
 
 import random
-import socket as stdlib_socket
+import socket
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 
 import gevent
 
-from tlsgate.config.model import EndpointConfig, LimitsConfig
+from tlsgate.config.model import EndpointConfig, UpstreamConfig
 from tlsgate.events import ConnectionRecord
 from tlsgate.proto import alerts
 from tlsgate.proto.clienthello import ClientHello, ClientHelloError, parse_client_hello
 from tlsgate.proto.ja4 import ja4_fingerprint
 from tlsgate.proto.proxy_protocol import build_v1, build_v2
 from tlsgate.proto.sni import normalise_sni
-from tlsgate.routing import RouteTable
-from tlsgate.worker.relay import Relay, RelayClosed
-from tlsgate.worker.upstream import Dialer, DialError, TcpDialer
+from tlsgate.tls.clientcert import describe_certificate
+from tlsgate.tls.gsocket import TLSHandshakeError, TLSHandshakeTimeout
+from tlsgate.worker.policyflow import PolicyFlow
+from tlsgate.worker.relay import PlainStream, Relay, RelayClosed
+from tlsgate.worker.routing import ConnectionClosed, Routing
+from tlsgate.worker.termination import TerminationError
+from tlsgate.worker.upstream import DialError
 
 _RECV_SIZE = 16 * 1024
 
-
-class ConnectionClosed(Exception):
-    """Ends a connection before the relay; carries the close reason."""
-
-    def __init__(self, reason: str):
-        super().__init__(reason)
-        self.reason = reason
-
-
-@dataclass(frozen=True, slots=True)
-class Routing:
-    """What one worker generation needs to serve connections: routes, limits, dialers."""
-
-    table: RouteTable
-    limits: LimitsConfig
-    on_unknown_sni: str
-    dialers: dict[str, Dialer]
-    """Dialer per endpoint name."""
-
-    @classmethod
-    def build(cls, endpoints: tuple[EndpointConfig, ...], limits: LimitsConfig, on_unknown_sni: str):
-        dialers = {ep.name: TcpDialer(ep.upstream.address) for ep in endpoints}
-        return cls(RouteTable.build(endpoints), limits, on_unknown_sni, dialers)
+__all__ = ["Connection", "ConnectionClosed", "Routing"]
 
 
 class Connection:
     """One client connection from accept to close."""
 
-    __slots__ = ("client", "record", "state", "greenlet", "relay", "_routing", "_emit")
+    __slots__ = ("client", "record", "state", "greenlet", "relay", "tls", "hello_bytes", "_routing", "_emit")
 
     def __init__(
         self,
-        client: stdlib_socket.socket,
+        client,
         record: ConnectionRecord,
         routing: Routing,
         emit: Callable[[ConnectionRecord], None],
@@ -73,6 +55,10 @@ class Connection:
         self.state = "hello"
         self.greenlet: gevent.Greenlet | None = None
         self.relay: Relay | None = None
+        self.tls = None
+        """The terminated client TLS connection (`GreenTLSConnection`), if any."""
+        self.hello_bytes = b""
+        """Everything the client sent before routing (its ClientHello records)."""
         self._routing = routing
         self._emit = emit
 
@@ -89,18 +75,26 @@ class Connection:
         try:
             try:
                 buffered, hello = self._read_client_hello()
-                member = self._route(hello)
+                self.hello_bytes = bytes(buffered)
+                members = self._route(hello)
+                self.state = "policy"
+                flow = PolicyFlow(self, hello, members[0])
+                endpoint = flow.run()
+                if endpoint is not members[0]:
+                    members = self._routing.pool_of(endpoint)
                 self.state = "dialing"
-                upstream, member = self._dial(member)
-                self._send_preamble(upstream, member, buffered)
+                upstream, endpoint = self._dial(members, endpoint)
+                upstream_side = self._send_preamble(upstream, endpoint, buffered)
                 self.state = "relaying"
                 limits = self._routing.limits
+                client_side = self.tls if self.tls is not None else self.client
                 self.relay = Relay(
-                    self.client,
-                    upstream,
+                    client_side,
+                    upstream_side,
                     record,
                     limits.client_idle_timeout,
                     limits.server_idle_timeout,
+                    tls_sides=self.tls is not None,
                 )
                 record.close_reason = self.relay.run()
             except (ConnectionClosed, RelayClosed) as e:
@@ -118,7 +112,9 @@ class Connection:
     def _read_client_hello(self) -> tuple[bytearray, ClientHello]:
         limits = self._routing.limits
         buffered = bytearray()
-        timer = gevent.Timeout.start_new(limits.client_hello_timeout, ConnectionClosed("client_hello_timeout"))
+        timer = gevent.Timeout.start_new(
+            limits.client_hello_timeout, ConnectionClosed("client_hello_timeout")
+        )
         try:
             while True:
                 try:
@@ -132,7 +128,7 @@ class Connection:
                 try:
                     hello = parse_client_hello(buffered, limits.max_handshake_message)
                 except ClientHelloError as e:
-                    self._fail(e.reason, e.alert)
+                    self.fail(e.reason, e.alert)
                 if hello is not None:
                     return buffered, hello
         finally:
@@ -144,23 +140,57 @@ class Connection:
         sni = normalise_sni(hello.server_name)
         alert = alerts.UNRECOGNIZED_NAME if self._routing.on_unknown_sni == "alert" else None
         if sni is None:
-            self._fail("no_sni", alert)
+            self.fail("no_sni", alert)
         record.server_name = sni
         route = self._routing.table.lookup(sni, record.server_port)
         if route is None:
-            self._fail("unknown_sni", alert)
+            self.fail("unknown_sni", alert)
         record.endpoint_url = route.url
-        record.endpoint_name = route.members[0].name
-        return route.pick_order(random)
+        members = route.pick_order(random)
+        record.endpoint_name = members[0].name
+        return members
 
-    def _dial(self, members: list[EndpointConfig]) -> tuple[stdlib_socket.socket, EndpointConfig]:
-        """Connect to the first pool member that answers; the ClientHello is replayed, so retrying is safe."""
+    def terminate(self, decision, endpoint: EndpointConfig) -> None:
+        """Complete the client's TLS handshake at the gateway (a terminate-tls decision)."""
+        record = self.record
+        record.termination = "gateway"
+        tls_info = record.extra.setdefault("tls", {})
+        base_dir = endpoint.policy_base_dir
+        try:
+            self.tls = self._routing.terminator.terminate(
+                self.client, self.hello_bytes, decision, record.server_name, base_dir
+            )
+        except TerminationError as e:
+            tls_info["error"] = str(e)
+            self.fail("handshake_failed", e.alert)
+        except TLSHandshakeError as e:
+            tls_info["error"] = e.reason
+            if e.alert is not None:
+                tls_info["alert_sent"] = alerts.ALERT_NAMES.get(e.alert, str(e.alert))
+            reason = "handshake_timeout" if isinstance(e, TLSHandshakeTimeout) else "handshake_failed"
+            self._close_gracefully()
+            raise ConnectionClosed(reason) from e
+        tls = self.tls
+        tls_info.update(
+            {"version": tls.version, "cipher_suite": tls.cipher_suite, "negotiated_alpn": tls.alpn or ""}
+        )
+        peer = tls.peer_certificate()
+        if peer is not None:
+            tls_info["client_certificate"] = describe_certificate(peer)
+
+    def _dial(self, members: list[EndpointConfig], chosen: EndpointConfig):
+        """Connect to the chosen endpoint's upstream, failing over to pool members with the
+        same policy (the buffered ClientHello is replayed, so retrying is safe)."""
         timeout = self._routing.limits.upstream_connect_timeout
+        candidates = [chosen] + [
+            m for m in members if m is not chosen and self._routing.same_policy(m, chosen)
+        ]
         failure: DialError | None = None
-        for member in members:
+        for member in candidates:
             dialer = self._routing.dialers[member.name]
-            self.record.endpoint_name = member.name
             self.record.upstream_addr = dialer.label
+            if self.record.extra.get("forwarded_to") is None:
+                self.record.endpoint_name = member.name
             try:
                 return dialer.dial(timeout), member
             except DialError as e:
@@ -169,27 +199,51 @@ class Connection:
         self.record.upstream_error = failure.detail
         raise ConnectionClosed(failure.reason)
 
-    def _send_preamble(self, upstream, member: EndpointConfig, buffered: bytearray) -> None:
-        version = member.upstream.proxy_protocol
+    def _send_preamble(self, upstream, endpoint: EndpointConfig, buffered: bytearray):
+        """PROXY header, then the client's ClientHello (passthrough) or upstream TLS."""
+        config: UpstreamConfig = endpoint.upstream
         record = self.record
         header = b""
-        if version:
+        if config.proxy_protocol:
             client = (record.client_ip, record.client_port)
             server = (record.server_ip, record.server_port)
-            if version == 1:
+            if config.proxy_protocol == 1:
                 header = build_v1(client, server)
             else:
-                # Passthrough: the negotiated protocol is unknown, so no ALPN TLV.
-                header = build_v2(client, server, authority=record.server_name)
+                # The negotiated ALPN is known only where the gateway terminated TLS.
+                alpn = self.tls.alpn.encode() if self.tls is not None and self.tls.alpn else None
+                header = build_v2(client, server, authority=record.server_name, alpn=alpn)
+        payload = header if self.tls is not None else header + buffered
         try:
-            upstream.sendall(header + buffered)
+            if payload:
+                upstream.sendall(payload)
         except OSError as e:
             raise ConnectionClosed("upstream_reset") from e
+        if self.tls is None:
+            return upstream
+        if not config.tls:
+            return PlainStream(upstream)
+        try:
+            return self._routing.terminator.connect_upstream(upstream, config, None)
+        except TLSHandshakeError as e:
+            record.extra.setdefault("tls", {})["upstream_error"] = e.reason
+            raise ConnectionClosed("upstream_tls_failed") from e
 
-    def _fail(self, reason: str, alert: int | None):
+    def fail(self, reason: str, alert: int | None):
         if alert is not None:
             try:
                 self.client.sendall(alerts.build_alert(alert))
             except OSError:
                 pass  # the client is gone already; the event still records why we closed
+            self._close_gracefully()
         raise ConnectionClosed(reason)
+
+    def _close_gracefully(self) -> None:
+        """Half-close and drain briefly so our alert is not destroyed by an RST."""
+        try:
+            self.client.shutdown(socket.SHUT_WR)
+            with gevent.Timeout(0.5, False):
+                while self.client.recv(_RECV_SIZE):
+                    pass
+        except OSError:
+            pass  # already reset by the peer: nothing left to protect

@@ -32,8 +32,8 @@ def run_worker(config, listeners: list[stdlib_socket.socket], generation: int, m
 
     from gevent import socket
 
-    from tlsgate.worker.connection import Routing
     from tlsgate.worker.eventsink import EventSink
+    from tlsgate.worker.routing import build_routing
     from tlsgate.worker.server import Server
 
     green_listeners = []
@@ -41,7 +41,7 @@ def run_worker(config, listeners: list[stdlib_socket.socket], generation: int, m
         family, type_, proto = sock.family, sock.type, sock.proto
         green_listeners.append(socket.socket(family, type_, proto, fileno=sock.detach()))
 
-    routing = Routing.build(config.endpoints, config.limits, config.gateway.on_unknown_sni)
+    routing = build_routing(config)
     sink = EventSink(config.events.file)
     server = Server(green_listeners, routing, sink)
     stopping = gevent.event.Event()

@@ -32,6 +32,7 @@ from tlsgate.events import ConnectionRecord
 _USE_SPLICE = hasattr(os, "splice") and os.environ.get("TLSGATE_RELAY") != "copy"
 _SPLICE_FLAGS = getattr(os, "SPLICE_F_MOVE", 1) | getattr(os, "SPLICE_F_NONBLOCK", 2)
 _CHUNK = 256 * 1024
+_STREAM_READ = 64 * 1024
 _PIPE_SIZE = 256 * 1024
 _F_SETPIPE_SZ = 1031
 _RESET_ERRNOS = frozenset({errno.ECONNRESET, errno.EPIPE, errno.ECONNABORTED, errno.ETIMEDOUT})
@@ -69,6 +70,7 @@ class Relay:
         record: ConnectionRecord,
         client_idle_timeout: float,
         server_idle_timeout: float,
+        tls_sides: bool = False,
     ):
         now = time.monotonic()
         self.client = client
@@ -77,6 +79,9 @@ class Relay:
         self.client_leg = _Leg(client_idle_timeout, now)
         self.upstream_leg = _Leg(server_idle_timeout, now)
         self._pumps: tuple[gevent.Greenlet, ...] = ()
+        # A TLS side (terminated client, re-encrypted upstream) holds plaintext OpenSSL may
+        # already have buffered, so it is read through its own recv(), not by fd readiness.
+        self._streams = tls_sides
 
     def run(self) -> str:
         """Relay until done; returns the close reason. Sockets are left for the caller to close."""
@@ -100,7 +105,9 @@ class Relay:
 
     def _pump_guarded(self, upstream_bound: bool) -> str:
         try:
-            if _USE_SPLICE:
+            if self._streams:
+                self._pump_stream(upstream_bound)
+            elif _USE_SPLICE:
                 self._pump_splice(upstream_bound)
             else:
                 self._pump_copy(upstream_bound)
@@ -197,6 +204,49 @@ class Relay:
             read_watcher.close()
             write_watcher.close()
 
+    def _pump_stream(self, upstream_bound: bool) -> None:
+        """For TLS sides: recv()/sendall() with the idle rule enforced by timeouts."""
+        src, dst, leg, other_leg, src_name, dst_name = self._direction(upstream_bound)
+        record = self.record
+        while True:
+            try:
+                data = self._with_idle_rule(src.recv, _STREAM_READ, leg, other_leg)
+            except OSError as e:
+                raise self._reset(e, src_name) from e
+            if not data:
+                leg.ended = True
+                try:
+                    _shutdown_write(dst)
+                except OSError as e:
+                    raise self._reset(e, dst_name) from e
+                return
+            leg.last_activity = time.monotonic()
+            if upstream_bound:
+                record.bytes_in += len(data)
+            else:
+                record.bytes_out += len(data)
+            try:
+                self._with_idle_rule(dst.sendall, data, leg, other_leg)
+            except OSError as e:
+                raise self._reset(e, dst_name) from e
+
+    def _with_idle_rule(self, call, arg, leg: _Leg, other_leg: _Leg):
+        """``call(arg)``, unless both legs go idle first (then the connection closes)."""
+        while True:
+            remaining = leg.idle_timeout - (time.monotonic() - leg.last_activity)
+            if remaining <= 0:
+                if other_leg.idle(time.monotonic()):
+                    raise RelayClosed("idle_timeout")
+                remaining = max(other_leg.idle_timeout - (time.monotonic() - other_leg.last_activity), 0.05)
+            timer = Timeout.start_new(remaining)
+            try:
+                return call(arg)
+            except Timeout as t:
+                if t is not timer:
+                    raise
+            finally:
+                timer.close()
+
     def _wait(self, hub, watcher, leg: _Leg, other_leg: _Leg) -> None:
         """Wait for `watcher` (source readable or destination writable); close if both legs go idle."""
         while True:
@@ -218,7 +268,8 @@ class Relay:
 
     @staticmethod
     def _reset(e: OSError, side: str) -> RelayClosed:
-        if e.errno in _RESET_ERRNOS or e.errno == errno.EBADF:
+        # ConnectionError covers TLS stream errors (bad record MAC, alerts after the handshake).
+        if isinstance(e, ConnectionError) or e.errno in _RESET_ERRNOS or e.errno == errno.EBADF:
             return RelayClosed(f"{side}_reset")
         raise e
 
@@ -234,7 +285,24 @@ def _make_pipe() -> tuple[int, int]:
     return r, w
 
 
-def _shutdown_write(sock: stdlib_socket.socket) -> None:
+class PlainStream:
+    """A plain socket with the stream interface a TLS side has (`GreenTLSConnection`)."""
+
+    __slots__ = ("sock", "recv", "sendall")
+
+    def __init__(self, sock: stdlib_socket.socket):
+        self.sock = sock
+        self.recv = sock.recv
+        self.sendall = sock.sendall
+
+    def shutdown_write(self) -> None:
+        _shutdown_write(self.sock)
+
+
+def _shutdown_write(sock) -> None:
+    if not isinstance(sock, stdlib_socket.socket) and hasattr(sock, "shutdown_write"):
+        sock.shutdown_write()
+        return
     try:
         sock.shutdown(stdlib_socket.SHUT_WR)
     except OSError as e:

@@ -1,0 +1,130 @@
+"""TLS termination at the gateway, for one worker generation: certificates and handshakes.
+
+The connection handler calls `Terminator.terminate()` when the endpoint's traffic policy
+decides ``terminate-tls``, and `Terminator.connect_upstream()` to re-encrypt to a
+``tls://`` upstream. Certificate choice, by SNI, in this order: the action's own
+``server_certificate``; the ``[[certificates]]`` store (exact SAN before wildcard); the
+local CA when ``[tls] auto_certificates = "local-ca"``; otherwise the client gets the
+``unrecognized_name`` alert. Contexts are built once per certificate and settings
+(`tlsgate.tls.contexts` caches them), so a handshake costs OpenSSL's work only.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from tlsgate.config.model import Config, UpstreamConfig
+from tlsgate.config.termination import resolve_material
+from tlsgate.errors import Problems
+from tlsgate.policy.model import TerminateTls
+from tlsgate.proto import alerts
+from tlsgate.tls.certs import (
+    CaBundle,
+    CertificatePair,
+    CertificateStore,
+    load_ca_bundle,
+    load_certificate_pair,
+)
+from tlsgate.tls.contexts import create_server_context, create_upstream_context
+from tlsgate.tls.gsocket import GreenTLSConnection, TLSHandshakeError, client_handshake
+from tlsgate.tls.localca import LocalCA
+
+log = logging.getLogger(__name__)
+
+
+class TerminationError(Exception):
+    """No certificate or settings to terminate with; ``alert`` is what the client gets."""
+
+    def __init__(self, message: str, alert: int):
+        super().__init__(message)
+        self.alert = alert
+
+
+class Terminator:
+    def __init__(self, config: Config):
+        self.session_resumption = config.tls.session_resumption
+        self.store = CertificateStore.build(c.pair for c in config.certificates if c.pair is not None)
+        self.local_ca = LocalCA(config.gateway.state_dir) if config.tls.auto_certificates == "local-ca" else None
+        self.handshake_timeout = config.limits.handshake_timeout
+        # Rendered terminate-tls settings (PEM or paths, maybe from ${...}) -> loaded material.
+        self._pairs: dict[tuple[str, str, Path], CertificatePair] = {}
+        self._cas: dict[tuple[tuple[str, ...], Path], CaBundle] = {}
+
+    def terminate(
+        self, client_sock, hello_bytes: bytes, decision: TerminateTls, sni: str, base_dir: Path
+    ) -> GreenTLSConnection:
+        """The client's TLS, completed from its already-read ClientHello; raises TLSHandshakeError."""
+        pair = self._endpoint_pair(decision, base_dir) or self.store.find(sni)
+        if pair is None and self.local_ca is not None:
+            pair = self.local_ca.issue(sni)
+        if pair is None:
+            raise TerminationError(f"no certificate for {sni}", alerts.UNRECOGNIZED_NAME)
+        cas = self._ca_bundle(decision, base_dir)
+        context = create_server_context(
+            pair,
+            min_version=decision.min_version,
+            max_version=decision.max_version,
+            alpn=decision.alpn,
+            client_cas=cas,
+            verify_strategy=decision.mutual_tls_verification_strategy,  # type: ignore[arg-type]
+            session_resumption=self.session_resumption,
+        )
+        tls = GreenTLSConnection.server(client_sock, context)
+        tls.server_handshake(hello_bytes, self.handshake_timeout)
+        return tls
+
+    def connect_upstream(self, sock, upstream: UpstreamConfig, alpn: str | None) -> GreenTLSConnection:
+        """Re-encrypt: TLS to the upstream, verified unless ``tls_verify = false``."""
+        context = create_upstream_context(
+            upstream.tls_verify,
+            str(upstream.tls_verify_cas) if upstream.tls_verify_cas else None,
+        )
+        return client_handshake(sock, context, upstream.verify_name, self.handshake_timeout)
+
+    def _endpoint_pair(self, decision: TerminateTls, base_dir: Path) -> CertificatePair | None:
+        if decision.server_certificate is None or decision.server_private_key is None:
+            return None
+        key = (decision.server_certificate, decision.server_private_key, base_dir)
+        pair = self._pairs.get(key)
+        if pair is None:
+            problems = Problems()
+            pair = load_certificate_pair(
+                resolve_material(decision.server_certificate, base_dir),
+                resolve_material(decision.server_private_key, base_dir),
+                "terminate-tls",
+                "config",
+                problems,
+                cert_field="server_certificate",
+                key_field="server_private_key",
+            )
+            if pair is None:
+                raise TerminationError(
+                    "; ".join(p.message for p in problems.errors), alerts.INTERNAL_ERROR
+                )
+            self._pairs[key] = pair
+        return pair
+
+    def _ca_bundle(self, decision: TerminateTls, base_dir: Path) -> CaBundle | None:
+        items = decision.mutual_tls_certificate_authorities
+        if not items:
+            return None
+        key = (items, base_dir)
+        bundle = self._cas.get(key)
+        if bundle is None:
+            problems = Problems()
+            bundle = load_ca_bundle(
+                [resolve_material(i, base_dir) for i in items],
+                "terminate-tls",
+                "config.mutual_tls_certificate_authorities",
+                problems,
+            )
+            if bundle is None:
+                raise TerminationError(
+                    "; ".join(p.message for p in problems.errors), alerts.INTERNAL_ERROR
+                )
+            self._cas[key] = bundle
+        return bundle
+
+
+__all__ = ["Terminator", "TerminationError", "TLSHandshakeError"]
