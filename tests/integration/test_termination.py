@@ -332,3 +332,98 @@ def test_ca_export_prints_the_pem_that_path_points_to(gateway, plain):
     assert Path(path).read_text() == exported
     key = Path(path).parent / "ca.key"
     assert stat.S_IMODE(key.stat().st_mode) == 0o600
+
+
+def test_stalled_handshake_is_closed_at_handshake_timeout(gateway, plain):
+    gw = gateway({"limits": {"handshake_timeout": "1s"}, "endpoints": [endpoint("a", "tls://a.example.test", plain)]})
+    ctx = ssl.create_default_context()
+    incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+    tls = ctx.wrap_bio(incoming, outgoing, server_hostname="a.example.test")
+    with pytest.raises(ssl.SSLWantReadError):
+        tls.do_handshake()
+    with socket.create_connection(("127.0.0.1", gw.port), timeout=10) as s:
+        s.sendall(outgoing.read())  # the ClientHello, then silence: never the Finished
+        data = b""
+        while chunk := s.recv(65536):
+            data += chunk
+        assert data  # the gateway's ServerHello flight, then the close
+    event = gw.wait_events(1)[0]["object"]
+    assert event["close_reason"] == "handshake_timeout"
+    assert plain.accepted == 0
+
+
+@pytest.mark.parametrize("resumption", [True, False])
+def test_session_resumption_setting(gateway, plain, resumption):
+    gw = gateway(
+        {"tls": {"session_resumption": resumption}, "endpoints": [endpoint("a", "tls://a.example.test", plain)]},
+        workers=1,
+    )
+    ctx = ssl.create_default_context(cafile=local_ca(gw))
+    ctx.maximum_version = ssl.TLSVersion.TLSv1_2  # a session is known right after the handshake
+    with socket.create_connection(("127.0.0.1", gw.port), timeout=10) as raw, ctx.wrap_socket(raw, server_hostname="a.example.test") as s:
+        read_line(s)
+        session = s.session
+    with socket.create_connection(("127.0.0.1", gw.port), timeout=10) as raw, ctx.wrap_socket(raw, server_hostname="a.example.test", session=session) as s:
+        read_line(s)
+        assert s.session_reused is resumption
+
+
+def test_quick_mode_terminates_with_given_certificate_and_mtls(tmp_path, plain, mtls):
+    from tests.support.gateway import free_port, wait_for
+
+    own = TestCA(tmp_path / "own", "own CA")
+    cert = own.issue("quick", ["quick.example.test"])
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tlsgate", "tls", plain.address, "--url", "tls://quick.example.test",
+         "--listen", f"127.0.0.1:{port}", "--workers", "1", "--terminate-at", "gateway",
+         "--crt", str(cert.cert), "--key", str(cert.key), "--mutual-tls-cas", str(mtls["ca"].files.cert)],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=tmp_path,
+    )  # fmt: skip
+    try:
+        assert "TLS ends at the gateway" in proc.stdout.readline()
+        wait_for(lambda: _accepts(port), what="quick mode listening")
+        assert talk(connect(port, "quick.example.test", str(own.files.cert), cert=mtls["good"])) == "hello from plain"
+        with pytest.raises(ssl.SSLError, match="CERTIFICATE_REQUIRED"):
+            with connect(port, "quick.example.test", str(own.files.cert)) as s:
+                s.recv(10)
+    finally:
+        proc.terminate()
+        code = proc.wait(30)
+        proc.stdout.close()
+    assert code == 0
+
+
+def _accepts(port: int) -> bool:
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=1).close()
+        return True
+    except OSError:
+        return False
+
+
+def test_quick_mode_reencrypts_to_tls_upstream(tmp_path, upstreams, pki):
+    from tests.support.gateway import free_port, wait_for
+
+    secure = upstreams("secure")
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tlsgate", "tls", f"tls://{secure.address}", "--url", "tls://q.example.test",
+         "--listen", f"127.0.0.1:{port}", "--workers", "1", "--terminate-at", "gateway",
+         "--upstream-tls-verify=false"],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=tmp_path,
+    )  # fmt: skip
+    try:
+        warning = proc.stdout.readline()
+        assert "upstream.tls_verify: warning: the upstream's certificate is not verified" in warning
+        assert f"-> tls://{secure.address}" in proc.stdout.readline()
+        wait_for(lambda: _accepts(port), what="quick mode listening")
+        ca = subprocess.run(
+            [sys.executable, "-m", "tlsgate", "ca", "path"], capture_output=True, text=True, cwd=tmp_path, check=True
+        ).stdout.strip()
+        assert talk(connect(port, "q.example.test", ca)) == "hello from secure"
+    finally:
+        proc.terminate()
+        code = proc.wait(30)
+        proc.stdout.close()
+    assert code == 0
