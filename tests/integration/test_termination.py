@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import hashlib
 import socket
-import stat
 import ssl
+import stat
 import subprocess
 import sys
 from pathlib import Path
