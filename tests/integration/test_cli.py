@@ -10,7 +10,7 @@ import tomllib
 
 import pytest
 
-from tests.support.gateway import free_port, greeting, wait_for
+from tests.support.gateway import accepts, free_port, greeting, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -98,7 +98,7 @@ def test_quick_mode_forwards_one_endpoint(tmp_path, upstreams, pki):
     try:
         first = proc.stdout.readline()
         assert first.strip() == f"Forwarding tls://app.example.test -> {app.address} (listening on 127.0.0.1:{port}; TLS ends at the upstream)"
-        wait_for(lambda: _serving(port), what="quick mode listening")
+        wait_for(lambda: accepts(port), what="quick mode listening")
         assert greeting(port, "app.example.test", pki.files.cert) == "hello from app"
         assert app.proxy_headers[0].version == 2
     finally:
@@ -106,14 +106,6 @@ def test_quick_mode_forwards_one_endpoint(tmp_path, upstreams, pki):
         code = proc.wait(30)
         proc.stdout.close()
     assert code == 0
-
-
-def _serving(port: int) -> bool:
-    try:
-        socket.create_connection(("127.0.0.1", port), timeout=1).close()
-        return True
-    except OSError:
-        return False
 
 
 def test_check_and_show_work_on_the_embedded_default():

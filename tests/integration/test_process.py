@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import threading
 
 import psutil
 import pytest
 
-from tests.support.gateway import greeting, read_line, tls_connect, wait_for
+from tests.support.gateway import accepts, greeting, read_line, tls_connect, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -31,7 +30,7 @@ def test_sigterm_drains_open_connections_then_exits_zero(gateway, upstreams, pki
     s.sendall(b"ECHO\n")
     gw.send_signal(signal.SIGTERM)
     # New connections are refused once the master closed the listener...
-    wait_for(lambda: _refused(gw.port), what="listener closed")
+    wait_for(lambda: not accepts(gw.port), what="listener closed")
     # ...while the open one keeps working until it ends by itself.
     s.sendall(b"still here")
     assert s.recv(100) == b"still here"
@@ -53,14 +52,6 @@ def test_drain_deadline_closes_connections_with_reason_shutdown(gateway, upstrea
     assert s.recv(100) == b""
     s.close()
     assert [e["object"]["close_reason"] for e in gw.events()] == ["shutdown"]
-
-
-def _refused(port: int) -> bool:
-    try:
-        socket.create_connection(("127.0.0.1", port), timeout=1).close()
-        return False
-    except ConnectionRefusedError:
-        return True
 
 
 def test_sighup_with_invalid_config_keeps_serving(gateway, upstreams, pki):
@@ -129,7 +120,7 @@ def test_killing_the_master_makes_workers_exit(gateway, upstreams):
     gw.proc.wait()
     gone, alive = psutil.wait_procs(workers, timeout=10)
     assert not alive
-    wait_for(lambda: _refused(gw.port), what="port released")
+    wait_for(lambda: not accepts(gw.port), what="port released")
 
 
 def test_sigint_closes_everything_now(gateway, upstreams, pki):

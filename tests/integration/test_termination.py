@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from tests.support.certs import TestCA
-from tests.support.gateway import read_line
+from tests.support.gateway import accepts, free_port, read_line, wait_for
 from tests.support.upstream import pattern_chunks
 
 pytestmark = pytest.mark.integration
@@ -369,8 +369,6 @@ def test_session_resumption_setting(gateway, plain, resumption):
 
 
 def test_quick_mode_terminates_with_given_certificate_and_mtls(tmp_path, plain, mtls):
-    from tests.support.gateway import free_port, wait_for
-
     own = TestCA(tmp_path / "own", "own CA")
     cert = own.issue("quick", ["quick.example.test"])
     port = free_port()
@@ -382,7 +380,7 @@ def test_quick_mode_terminates_with_given_certificate_and_mtls(tmp_path, plain, 
     )  # fmt: skip
     try:
         assert "TLS ends at the gateway" in proc.stdout.readline()
-        wait_for(lambda: _accepts(port), what="quick mode listening")
+        wait_for(lambda: accepts(port), what="quick mode listening")
         assert talk(connect(port, "quick.example.test", str(own.files.cert), cert=mtls["good"])) == "hello from plain"
         with pytest.raises(ssl.SSLError, match="CERTIFICATE_REQUIRED"):
             with connect(port, "quick.example.test", str(own.files.cert)) as s:
@@ -394,17 +392,7 @@ def test_quick_mode_terminates_with_given_certificate_and_mtls(tmp_path, plain, 
     assert code == 0
 
 
-def _accepts(port: int) -> bool:
-    try:
-        socket.create_connection(("127.0.0.1", port), timeout=1).close()
-        return True
-    except OSError:
-        return False
-
-
 def test_quick_mode_reencrypts_to_tls_upstream(tmp_path, upstreams, pki):
-    from tests.support.gateway import free_port, wait_for
-
     secure = upstreams("secure")
     port = free_port()
     proc = subprocess.Popen(
@@ -417,7 +405,7 @@ def test_quick_mode_reencrypts_to_tls_upstream(tmp_path, upstreams, pki):
         warning = proc.stdout.readline()
         assert "upstream.tls_verify: warning: the upstream's certificate is not verified" in warning
         assert f"-> tls://{secure.address}" in proc.stdout.readline()
-        wait_for(lambda: _accepts(port), what="quick mode listening")
+        wait_for(lambda: accepts(port), what="quick mode listening")
         ca = subprocess.run(
             [sys.executable, "-m", "tlsgate", "ca", "path"], capture_output=True, text=True, cwd=tmp_path, check=True
         ).stdout.strip()

@@ -24,22 +24,16 @@ VULNERABILITIES = (
 )  # fmt: skip
 
 
+def terminating_gateway(gateway, upstreams):
+    plain = upstreams("plain", tls=False)
+    policy = {"on_tcp_connect": [{"actions": [{"type": "terminate-tls"}]}]}
+    endpoint = {"name": "app", "url": "tls://app.localhost", "upstream": {"url": plain.address}, "traffic_policy": policy}
+    return gateway({"endpoints": [endpoint]}, workers=1)
+
+
 @pytest.mark.skipif(TESTSSL is None, reason="testssl.sh is not installed (CI installs the Debian package testssl.sh)")
 def test_testssl_finds_only_modern_tls_and_no_vulnerability(gateway, upstreams, tmp_path):
-    plain = upstreams("plain", tls=False)
-    gw = gateway(
-        {
-            "endpoints": [
-                {
-                    "name": "app",
-                    "url": "tls://app.localhost",
-                    "upstream": {"url": plain.address},
-                    "traffic_policy": {"on_tcp_connect": [{"actions": [{"type": "terminate-tls"}]}]},
-                }
-            ]
-        },
-        workers=1,
-    )
+    gw = terminating_gateway(gateway, upstreams)
     report = tmp_path / "testssl.json"
     subprocess.run(
         [TESTSSL, "--quiet", "--color", "0", "--warnings", "off", "--ip", "127.0.0.1",
@@ -66,20 +60,7 @@ def test_testssl_finds_only_modern_tls_and_no_vulnerability(gateway, upstreams, 
 
 def test_secure_renegotiation_is_supported_with_sni(gateway, upstreams):
     """The RFC 5746 check testssl.sh cannot make without SNI, made with it."""
-    plain = upstreams("plain", tls=False)
-    gw = gateway(
-        {
-            "endpoints": [
-                {
-                    "name": "app",
-                    "url": "tls://app.localhost",
-                    "upstream": {"url": plain.address},
-                    "traffic_policy": {"on_tcp_connect": [{"actions": [{"type": "terminate-tls"}]}]},
-                }
-            ]
-        },
-        workers=1,
-    )
+    gw = terminating_gateway(gateway, upstreams)
     result = subprocess.run(
         ["openssl", "s_client", "-no_tls1_3", "-connect", f"127.0.0.1:{gw.port}", "-servername", "app.localhost"],
         input="", capture_output=True, text=True, timeout=20,

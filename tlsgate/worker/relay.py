@@ -107,10 +107,8 @@ class Relay:
         try:
             if self._streams:
                 self._pump_stream(upstream_bound)
-            elif _USE_SPLICE:
-                self._pump_splice(upstream_bound)
             else:
-                self._pump_copy(upstream_bound)
+                self._pump_fds(upstream_bound)
             return "eof"
         except RelayClosed as e:
             return e.reason
@@ -122,20 +120,19 @@ class Relay:
             return self.client, self.upstream, self.client_leg, self.upstream_leg, "client", "upstream"
         return self.upstream, self.client, self.upstream_leg, self.client_leg, "upstream", "client"
 
-    def _pump_splice(self, upstream_bound: bool) -> None:
+    def _pump_fds(self, upstream_bound: bool) -> None:
+        """For plain sockets: move bytes fd to fd with `_SpliceMover` or `_CopyMover`."""
         src, dst, leg, other_leg, src_name, dst_name = self._direction(upstream_bound)
         src_fd, dst_fd = src.fileno(), dst.fileno()
         hub = get_hub()
         read_watcher = hub.loop.io(src_fd, 1)
         write_watcher = hub.loop.io(dst_fd, 2)
-        pipe_r = pipe_w = -1
+        mover = _SpliceMover() if _USE_SPLICE else _CopyMover()
         record = self.record
         try:
             while True:
                 try:
-                    if pipe_w < 0:
-                        pipe_r, pipe_w = _make_pipe()
-                    n = os.splice(src_fd, pipe_w, _CHUNK, flags=_SPLICE_FLAGS)
+                    n = mover.take(src_fd)
                 except BlockingIOError:
                     self._wait(hub, read_watcher, leg, other_leg)
                     continue
@@ -150,9 +147,9 @@ class Relay:
                     record.bytes_in += n
                 else:
                     record.bytes_out += n
-                while n:
+                while mover.pending:
                     try:
-                        n -= os.splice(pipe_r, dst_fd, n, flags=_SPLICE_FLAGS)
+                        mover.give(dst_fd)
                     except BlockingIOError:
                         # A peer that stops reading stalls this leg too: the idle rule still applies.
                         self._wait(hub, write_watcher, leg, other_leg)
@@ -161,48 +158,7 @@ class Relay:
         finally:
             read_watcher.close()
             write_watcher.close()
-            if pipe_r >= 0:
-                os.close(pipe_r)
-                os.close(pipe_w)
-
-    def _pump_copy(self, upstream_bound: bool) -> None:
-        src, dst, leg, other_leg, src_name, dst_name = self._direction(upstream_bound)
-        hub = get_hub()
-        src_fd, dst_fd = src.fileno(), dst.fileno()
-        read_watcher = hub.loop.io(src_fd, 1)
-        write_watcher = hub.loop.io(dst_fd, 2)
-        buf = bytearray(64 * 1024)
-        view = memoryview(buf)
-        record = self.record
-        try:
-            while True:
-                try:
-                    n = os.readv(src_fd, (buf,))
-                except BlockingIOError:
-                    self._wait(hub, read_watcher, leg, other_leg)
-                    continue
-                except OSError as e:
-                    raise self._reset(e, src_name) from e
-                if n == 0:
-                    leg.ended = True
-                    _shutdown_write(dst)
-                    return
-                leg.last_activity = time.monotonic()
-                if upstream_bound:
-                    record.bytes_in += n
-                else:
-                    record.bytes_out += n
-                sent = 0
-                while sent < n:
-                    try:
-                        sent += os.write(dst_fd, view[sent:n])
-                    except BlockingIOError:
-                        self._wait(hub, write_watcher, leg, other_leg)
-                    except OSError as e:
-                        raise self._reset(e, dst_name) from e
-        finally:
-            read_watcher.close()
-            write_watcher.close()
+            mover.close()
 
     def _pump_stream(self, upstream_bound: bool) -> None:
         """For TLS sides: recv()/sendall() with the idle rule enforced by timeouts."""
@@ -272,6 +228,57 @@ class Relay:
         if isinstance(e, ConnectionError) or e.errno in _RESET_ERRNOS or e.errno == errno.EBADF:
             return RelayClosed(f"{side}_reset")
         raise e
+
+
+class _SpliceMover:
+    """Zero copy: socket -> pipe -> socket with splice(2); the bytes never enter Python."""
+
+    __slots__ = ("pipe_r", "pipe_w", "pending")
+
+    def __init__(self):
+        # The pipe is made on first data, so an idle connection holds no pipe descriptors.
+        self.pipe_r = self.pipe_w = -1
+        self.pending = 0
+
+    def take(self, src_fd: int) -> int:
+        if self.pipe_w < 0:
+            self.pipe_r, self.pipe_w = _make_pipe()
+        n = os.splice(src_fd, self.pipe_w, _CHUNK, flags=_SPLICE_FLAGS)
+        self.pending = n
+        return n
+
+    def give(self, dst_fd: int) -> None:
+        self.pending -= os.splice(self.pipe_r, dst_fd, self.pending, flags=_SPLICE_FLAGS)
+
+    def close(self) -> None:
+        if self.pipe_r >= 0:
+            os.close(self.pipe_r)
+            os.close(self.pipe_w)
+
+
+class _CopyMover:
+    """Portable: read into one buffer, write it out."""
+
+    __slots__ = ("buf", "view", "sent", "pending")
+
+    def __init__(self):
+        self.buf = bytearray(64 * 1024)
+        self.view = memoryview(self.buf)
+        self.sent = 0
+        self.pending = 0
+
+    def take(self, src_fd: int) -> int:
+        n = os.readv(src_fd, (self.buf,))
+        self.sent, self.pending = 0, n
+        return n
+
+    def give(self, dst_fd: int) -> None:
+        written = os.write(dst_fd, self.view[self.sent : self.sent + self.pending])
+        self.sent += written
+        self.pending -= written
+
+    def close(self) -> None:
+        self.view.release()
 
 
 def _make_pipe() -> tuple[int, int]:
