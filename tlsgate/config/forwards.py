@@ -16,6 +16,8 @@ MAX_FORWARD_DEPTH = 8
 
 
 def check_forwards(endpoints: list[EndpointConfig], problems: Problems) -> None:
+    """Report bad static forwards at ``<key_path>.url``: a forward's key_path already
+    ends in its action's ``.config``."""
     try:
         table = RouteTable.build(endpoints)
     except ValueError:
@@ -30,7 +32,7 @@ def check_forwards(endpoints: list[EndpointConfig], problems: Problems) -> None:
             if route is None:
                 problems.error(
                     forward.source,
-                    f"{forward.key_path}.config.url",
+                    f"{forward.key_path}.url",
                     f"{forward.url} names no internal endpoint; an internal endpoint has "
                     'bindings = ["internal"] and a URL such as tls://app.internal',
                 )
@@ -51,7 +53,7 @@ def _report_loops(edges: dict[str, list[tuple[str, object]]], problems: Problems
                     reported.add(key)
                     problems.error(
                         forward.source,
-                        f"{forward.key_path}.config.url",
+                        f"{forward.key_path}.url",
                         "forward-internal loop: " + " -> ".join(loop),
                     )
                 continue

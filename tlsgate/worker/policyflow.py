@@ -28,6 +28,8 @@ class PolicyFlow:
         self.routing = conn._routing
         self.record = conn.record
         self.logs: list[dict] = []
+        """Logs of the endpoints already left through forward-internal: the next
+        endpoint's evaluation starts a list of its own, and the event keeps them all."""
         self.tls_vars: dict | None = None
 
     def run(self) -> EndpointConfig:
@@ -66,6 +68,7 @@ class PolicyFlow:
                 decision = self._evaluate(endpoint, now, resume)
                 continue
             hops += 1
+            self.logs.extend(decision.logs)
             endpoint = route.pick_order(random)[0]
             self.record.extra["forwarded_to"] = {"name": endpoint.name, "url": endpoint.url}
             if endpoint.traffic_policy is None:
@@ -106,7 +109,8 @@ class PolicyFlow:
     def _note(self, decision) -> None:
         """Record what the policy did so far in the event (logs, IP policy decision)."""
         extra = self.record.extra
-        if decision.logs:
-            extra.setdefault("traffic_policy", {})["logs"] = list(decision.logs)
+        logs = self.logs + list(decision.logs)
+        if logs:
+            extra.setdefault("traffic_policy", {})["logs"] = logs
         if decision.ip_policy_decision:
             extra["ip_policy"] = {"decision": decision.ip_policy_decision}
