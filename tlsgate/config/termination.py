@@ -35,7 +35,7 @@ def resolve_material(value: str, base_dir: Path) -> str:
 def check_terminate_actions(policy, base_dir: Path, problems: Problems) -> None:
     """Load the literal certificates, keys and CAs of every terminate-tls action."""
     for action in terminate_actions(policy):
-        config_path = f"{action.key_path}.config"
+        config_path = action.key_path  # already ends in ".config"
         cert, key = action.server_certificate, action.server_private_key
         if cert is not None and key is not None and cert.is_static and key.is_static:
             load_certificate_pair(
