@@ -88,6 +88,10 @@ def _build_parser() -> argparse.ArgumentParser:
 
     cli_tools.register(sub, _add_config_flag, _load, _report_config_error)
 
+    from tlsgate.cli_control import register as register_control_commands
+
+    register_control_commands(sub)
+
     version = sub.add_parser("version", help="print the version")
     version.set_defaults(func=lambda args: print(f"tlsgate {__version__}") or EXIT_OK)
     return parser

@@ -1,0 +1,1 @@
+"""tlsgate's Textual dashboard (`tlsgate dashboard`); the only package that imports textual."""

@@ -415,3 +415,23 @@ def test_quick_mode_reencrypts_to_tls_upstream(tmp_path, upstreams, pki):
         code = proc.wait(30)
         proc.stdout.close()
     assert code == 0
+
+
+def test_sessions_resume_across_workers(gateway, plain):
+    """Ticket keys come from contexts the master built before fork, so every worker of a
+    generation accepts every other worker's tickets."""
+    gw = gateway({"endpoints": [endpoint("a", "tls://a.example.test", plain)]}, workers=2)
+    ctx = ssl.create_default_context(cafile=local_ca(gw))
+    ctx.maximum_version = ssl.TLSVersion.TLSv1_2
+    with socket.create_connection(("127.0.0.1", gw.port), timeout=10) as raw, ctx.wrap_socket(raw, server_hostname="a.example.test") as s:
+        read_line(s)
+        session = s.session
+    reused = []
+    for _ in range(12):
+        with socket.create_connection(("127.0.0.1", gw.port), timeout=10) as raw, ctx.wrap_socket(raw, server_hostname="a.example.test", session=session) as s:
+            read_line(s)
+            reused.append(s.session_reused)
+    events = gw.wait_events(13)
+    workers = {e["object"]["id"].split(".")[0] for e in events}
+    assert len(workers) == 2, "both workers should have served connections"
+    assert all(reused), reused

@@ -21,7 +21,14 @@ import socket as stdlib_socket
 log = logging.getLogger("tlsgate.worker")
 
 
-def run_worker(config, listeners: list[stdlib_socket.socket], generation: int, master_pid: int) -> int:
+def run_worker(
+    config,
+    listeners: list[stdlib_socket.socket],
+    generation: int,
+    master_pid: int,
+    channel: stdlib_socket.socket | None = None,
+) -> int:
+    """Serve until told to stop; ``channel`` is this worker's end of the master's socketpair."""
     from gevent import monkey
 
     monkey.patch_all()
@@ -32,7 +39,9 @@ def run_worker(config, listeners: list[stdlib_socket.socket], generation: int, m
 
     from gevent import socket
 
+    from tlsgate.control.counters import ConnectionCounters
     from tlsgate.worker.eventsink import EventSink
+    from tlsgate.worker.reporter import Reporter, instrument_dialers
     from tlsgate.worker.routing import build_routing
     from tlsgate.worker.server import Server
 
@@ -44,6 +53,13 @@ def run_worker(config, listeners: list[stdlib_socket.socket], generation: int, m
     routing = build_routing(config)
     sink = EventSink(config.events.file)
     server = Server(green_listeners, routing, sink)
+    reporter = None
+    if channel is not None:
+        timings: dict = {}
+        instrument_dialers(routing, timings)
+        green_channel = socket.socket(channel.family, channel.type, channel.proto, fileno=channel.detach())
+        counters = ConnectionCounters(alert_on_unknown_sni=config.gateway.on_unknown_sni == "alert")
+        reporter = Reporter(green_channel, server, generation, counters, timings)
     stopping = gevent.event.Event()
     fast = gevent.event.Event()
 
@@ -64,6 +80,8 @@ def run_worker(config, listeners: list[stdlib_socket.socket], generation: int, m
 
     gevent.spawn(watch_master)
     server.start()
+    if reporter is not None:
+        reporter.start()
     log.info("worker %d serving (generation %d)", os.getpid(), generation)
     stopping.wait()
     server.stop_accepting()
@@ -73,4 +91,6 @@ def run_worker(config, listeners: list[stdlib_socket.socket], generation: int, m
     server.close_all("shutdown")
     server.wait_closed(5.0)
     sink.flush()
+    if reporter is not None:
+        reporter.close()
     return 0

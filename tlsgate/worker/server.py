@@ -14,6 +14,7 @@ import logging
 import os
 import socket as stdlib_socket
 import time
+from collections.abc import Callable
 
 import gevent
 from gevent import socket
@@ -42,6 +43,12 @@ class Server:
         self._accepters: list[gevent.Greenlet] = []
         self.all_closed = Event()
         self.all_closed.set()
+        self.accepted = 0
+        """Connections accepted since the worker started (read by the reporter)."""
+        self.accept_errors = 0
+        """accept() failures for lack of descriptors or buffers: the connection cap the OS enforces."""
+        self.on_finished: Callable[[ConnectionRecord], None] | None = None
+        """Called with every finished connection's record (the reporter's counters and events)."""
 
     def start(self) -> None:
         self._accepters = [gevent.spawn(self._accept_loop, sock) for sock in self.listeners]
@@ -68,6 +75,7 @@ class Server:
                 client, addr = listener.accept()
             except OSError as e:
                 if e.errno in _BACKOFF_ERRNOS:
+                    self.accept_errors += 1
                     log.warning("accept on %s:%s: %s; retrying in %.2fs", server_ip, server_port, e, delay)
                     gevent.sleep(delay)
                     delay = min(delay * 2, _MAX_BACKOFF)
@@ -76,6 +84,7 @@ class Server:
                     continue
                 raise
             delay = _MIN_BACKOFF
+            self.accepted += 1
             client.setsockopt(stdlib_socket.IPPROTO_TCP, stdlib_socket.TCP_NODELAY, 1)
             record = ConnectionRecord(
                 conn_id=f"{self._prefix}.{next(self._ids)}",
@@ -95,6 +104,8 @@ class Server:
         if not self.live:
             self.all_closed.set()
         self.sink.emit(record)
+        if self.on_finished is not None:
+            self.on_finished(record)
 
 
 def _unmap(ip: str) -> str:

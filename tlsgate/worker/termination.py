@@ -26,9 +26,10 @@ from tlsgate.tls.certs import (
     load_ca_bundle,
     load_certificate_pair,
 )
-from tlsgate.tls.contexts import create_server_context, create_upstream_context
+from tlsgate.tls.contexts import create_upstream_context
 from tlsgate.tls.gsocket import GreenTLSConnection, TLSHandshakeError, client_handshake
 from tlsgate.tls.localca import LocalCA
+from tlsgate.tls.prewarm import server_context
 
 log = logging.getLogger(__name__)
 
@@ -61,15 +62,7 @@ class Terminator:
         if pair is None:
             raise TerminationError(f"no certificate for {sni}", alerts.UNRECOGNIZED_NAME)
         cas = self._ca_bundle(decision, base_dir)
-        context = create_server_context(
-            pair,
-            min_version=decision.min_version,
-            max_version=decision.max_version,
-            alpn=decision.alpn,
-            client_cas=cas,
-            verify_strategy=decision.mutual_tls_verification_strategy,  # type: ignore[arg-type]
-            session_resumption=self.session_resumption,
-        )
+        context = server_context(pair, decision, cas, self.session_resumption)
         tls = GreenTLSConnection.server(client_sock, context)
         tls.server_handshake(hello_bytes, self.handshake_timeout)
         return tls

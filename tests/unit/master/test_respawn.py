@@ -1,4 +1,4 @@
-from tlsgate.master.arbiter import MAX_BACKOFF, respawn_delay
+from tlsgate.master.workers import MAX_BACKOFF, respawn_delay
 
 
 def test_first_death_is_replaced_at_once():
