@@ -109,7 +109,10 @@ def test_killed_worker_is_respawned_while_listener_keeps_accepting(gateway, upst
         done.set()
         thread.join()
     assert "was killed by signal 9 (SIGKILL)" in gw.log()
-    assert not failures, failures
+    # The one connection the killed worker was serving at that instant may die with it;
+    # no attempt may be refused (the listener stays open throughout).
+    assert not any(isinstance(e, ConnectionRefusedError) for e in failures), failures
+    assert len(failures) <= 1, failures
 
 
 def test_killing_the_master_makes_workers_exit(gateway, upstreams):

@@ -8,8 +8,8 @@ ngrok's pooling rule (endpoints sharing a URL must all set ``pooling_enabled``).
 
 from __future__ import annotations
 
+import datetime
 import json
-import os
 from collections.abc import Collection, Sequence
 from pathlib import Path
 
@@ -26,7 +26,7 @@ from tlsgate.config.fields import (
     parse_upstream_url,
 )
 from tlsgate.config.model import EndpointConfig, UpstreamConfig
-from tlsgate.config.reader import Context, Table
+from tlsgate.config.reader import Context, Table, join_key
 from tlsgate.config.termination import check_terminate_actions, terminate_actions
 from tlsgate.errors import Problems
 
@@ -142,20 +142,45 @@ def _parse_traffic_policy(table: Table, data: dict[str, object]):
 
     ctx = table.ctx
     inline = table.get("traffic_policy", _expect_table, None)
-    file_text = table.get("traffic_policy_file", expect_str, None)
-    if inline is not None and file_text is not None:
+    policy_path = table.get("traffic_policy_file", ctx.to_path, None)
+    if inline is not None and policy_path is not None:
         table.error("traffic_policy_file", "give traffic_policy or traffic_policy_file, not both")
         return None, None, None
     if inline is not None:
+        not_json = _first_non_json_value(inline, table.key_path("traffic_policy"))
+        if not_json is not None:
+            # The inline policy is kept (and shown by `config show`) as JSON, the form of
+            # every ngrok policy document; TOML's dates and times have no JSON form.
+            path, value = not_json
+            ctx.problems.error(
+                ctx.source, path, f"a traffic policy holds JSON values only, got {describe(value)}"
+            )
+            return None, None, None
         policy = parse_policy(inline, ctx.source, table.key_path("traffic_policy"), ctx.problems)
         check_terminate_actions(policy, ctx.base_dir, ctx.problems)
         return policy, json.dumps(inline, sort_keys=True), None
-    if file_text is not None:
-        path = Path(os.path.normpath(ctx.base_dir / Path(file_text).expanduser()))
-        policy, _ = load_policy_file(path, ctx.problems)
-        check_terminate_actions(policy, path.parent, ctx.problems)
-        return policy, None, path
+    if policy_path is not None:
+        policy, _ = load_policy_file(policy_path, ctx.problems)
+        check_terminate_actions(policy, policy_path.parent, ctx.problems)
+        return policy, None, policy_path
     return None, None, None
+
+
+def _first_non_json_value(value: object, path: str) -> tuple[str, object] | None:
+    """The key path and value of the first date, time or datetime inside ``value``."""
+    if isinstance(value, dict):
+        for key, item in value.items():
+            found = _first_non_json_value(item, join_key(path, str(key)))
+            if found is not None:
+                return found
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            found = _first_non_json_value(item, f"{path}[{index}]")
+            if found is not None:
+                return found
+    elif isinstance(value, datetime.date | datetime.time):
+        return path, value
+    return None
 
 
 def _expect_table(value: object) -> dict:
@@ -195,7 +220,7 @@ def _parse_upstream(table: Table) -> UpstreamConfig | None:
     url = table.require("url", parse_upstream_url)
     proxy_protocol = table.get("proxy_protocol", parse_proxy_protocol, 0)
     tls_verify = table.get("tls_verify", expect_bool, True)
-    tls_verify_cas = table.get("tls_verify_cas", _path(table), None)
+    tls_verify_cas = table.get("tls_verify_cas", table.ctx.to_path, None)
     server_name = table.get("server_name", _server_name, None)
     table.finish({"protocol": "upstream.protocol (http1/http2) is for HTTP endpoints only"})
     if url is None:
@@ -221,16 +246,6 @@ def _parse_upstream(table: Table) -> UpstreamConfig | None:
         tls_verify_cas=tls_verify_cas,
         server_name=server_name,
     )
-
-
-def _path(table: Table):
-    def convert(value: object) -> Path:
-        text = expect_str(value)
-        if not text.strip():
-            raise FieldError("expected a path, got an empty string")
-        return Path(os.path.normpath(table.ctx.base_dir / Path(text).expanduser()))
-
-    return convert
 
 
 def _server_name(value: object) -> str:

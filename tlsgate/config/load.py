@@ -25,12 +25,10 @@ from pathlib import Path
 
 from tlsgate.config.endpoints import check_endpoints, parse_endpoint
 from tlsgate.config.fields import (
-    FieldError,
     describe,
     expect_bool,
     expect_choice,
     expect_int,
-    expect_str,
     parse_duration,
     parse_listen_address,
     parse_size,
@@ -135,15 +133,7 @@ def parse_config(
 
 
 def _path_converter(ctx: Context) -> Callable[[object], Path]:
-    def convert(value: object) -> Path:
-        text = expect_str(value)
-        if not text.strip():
-            raise FieldError("expected a path, got an empty string")
-        if "\0" in text:
-            raise FieldError("a path cannot contain a NUL character")
-        return Path(os.path.normpath(ctx.base_dir / Path(text).expanduser()))
-
-    return convert
+    return ctx.to_path
 
 
 def _parse_gateway(table: Table) -> tuple[GatewayConfig, bool]:

@@ -12,13 +12,14 @@ from __future__ import annotations
 
 import difflib
 import json
+import os
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeVar
 
-from tlsgate.config.fields import FieldError, describe
+from tlsgate.config.fields import FieldError, describe, expect_str
 from tlsgate.errors import Problems
 
 T = TypeVar("T")
@@ -35,6 +36,28 @@ class Context:
     problems: Problems = field(default_factory=Problems)
     base_dir: Path = field(default_factory=Path.cwd)
     """Relative paths in the source are relative to this directory."""
+
+    def to_path(self, value: object) -> Path:
+        """A path value: ``~`` expanded, made absolute against `base_dir`, normalised."""
+        text = expect_str(value)
+        if not text.strip():
+            raise FieldError("expected a path, got an empty string")
+        if "\0" in text:
+            raise FieldError("a path cannot contain a NUL character")
+        expanded = expand_user(text)
+        if expanded is None:
+            head = json.dumps(text.split("/", 1)[0])
+            raise FieldError(f"cannot expand {head}: no such user, or no home directory")
+        return Path(os.path.normpath(self.base_dir / expanded))
+
+
+def expand_user(text: str) -> Path | None:
+    """``Path(text).expanduser()``, or None where that raises: ``~name`` for a user that
+    does not exist, or ``~`` with neither HOME nor a password entry."""
+    try:
+        return Path(text).expanduser()
+    except RuntimeError:
+        return None
 
 
 def join_key(path: str, key: str) -> str:

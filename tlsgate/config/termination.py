@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from tlsgate.config.reader import expand_user
 from tlsgate.errors import Problems
 from tlsgate.tls.certs import is_pem_text, load_ca_bundle, load_certificate_pair
 
@@ -29,7 +30,8 @@ def resolve_material(value: str, base_dir: Path) -> str:
     """PEM text stays as it is; a relative file path becomes absolute against ``base_dir``."""
     if is_pem_text(value):
         return value
-    return str(Path(os.path.normpath(base_dir / Path(value).expanduser())))
+    # An unknown ~user stays unexpanded: loading the file then reports it as unreadable.
+    return str(Path(os.path.normpath(base_dir / (expand_user(value) or Path(value)))))
 
 
 def check_terminate_actions(policy, base_dir: Path, problems: Problems) -> None:

@@ -150,7 +150,11 @@ def compile_value(ctx: ParseContext, key: str, value: Any) -> Any:
         return [compile_value(ctx, f"{key}[{i}]", v) for i, v in enumerate(value)]
     if isinstance(value, dict):
         return {k: compile_value(ctx, f"{key}.{k}", v) for k, v in value.items()}
-    return value
+    if value is None or isinstance(value, bool | int | float):
+        return value
+    # YAML and TOML also have dates and times; CEL values and event JSON do not.
+    ctx.error(key, f"values must be strings, numbers, booleans, lists or maps, not {type_label(value)}")
+    return None
 
 
 def render_value(env: EvalEnv, value: Any) -> Any:
@@ -246,11 +250,12 @@ class SetVars(Action, type_name="set-vars"):
 
 
 def check_internal_url(url: str) -> str | None:
-    parts = urlsplit(url)
     try:
+        parts = urlsplit(url)
         port = parts.port
     except ValueError:
-        return f"{url!r} has a bad port"
+        # urlsplit rejects an unbalanced "[" ; .port rejects a non-numeric port.
+        return f"{url!r} is not a URL like tls://app.internal:443"
     if parts.scheme != "tls" or not parts.hostname or parts.path or port == 0:
         return f"{url!r} is not a TLS endpoint URL like tls://app.internal:443"
     if not parts.hostname.endswith(".internal"):

@@ -213,6 +213,8 @@ def type_label(value: Any) -> str:
 def unknown_type_message(type_name: Any) -> str:
     """The message for an action ``type`` that tlsgate cannot run on a TLS endpoint."""
     allowed = ", ".join(sorted(Action.registry))
+    if not isinstance(type_name, str):
+        return f"the action type must be a string such as deny, not {type_label(type_name)}"
     if type_name in HTTP_ONLY_ACTIONS:
         return (
             f"action '{type_name}' is only available on HTTP endpoints; "

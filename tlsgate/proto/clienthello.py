@@ -1,9 +1,9 @@
 """Sans-IO TLS ClientHello parser: the bytes a client has sent so far -> hello, "need more", or error.
 
-The worker calls `parse_client_hello(buffer)` after every read while it peeks at a
-new connection, with everything the client has sent so far (it never consumes
-bytes: whatever the outcome, it later replays the whole buffer to the upstream or
-to the TLS terminator). Three outcomes, as in mitmproxy's `parse_client_hello`:
+The worker feeds every read to a `ClientHelloReader` while it peeks at a new
+connection (the incremental form of `parse_client_hello(buffer)`, which parses
+everything the client has sent so far); it never consumes bytes: whatever the
+outcome, it later replays the whole buffer to the upstream or to the TLS terminator. Three outcomes, as in mitmproxy's `parse_client_hello`:
 
 * ``None``: the ClientHello is not complete yet; read more and call again.
 * a `ClientHello`: the message is complete and well formed.
@@ -15,7 +15,9 @@ to the TLS terminator). Three outcomes, as in mitmproxy's `parse_client_hello`:
 The parser reassembles a ClientHello split over any number of TLS records (1-byte
 records are legal) and over any number of reads. A call is O(len(buffer)): it
 first walks the record headers only, and decodes the message only once all of it
-is present; it never copies more than the message and never recurses.
+is present; it never copies more than the message and never recurses. The reader
+keeps its place between reads, so a whole hello costs O(total bytes) however it
+is cut.
 
 Alerts chosen (RFC 8446 §6.2 defines them; where it leaves a choice we mostly send
 what OpenSSL 3 sends, as most backends behind the gateway would). Inside the SNI
@@ -50,16 +52,28 @@ the TLS endpoint that gets the replayed bytes.
 
 from __future__ import annotations
 
-import struct
-from dataclasses import dataclass
-
-from tlsgate.errors import ProtocolError
 from tlsgate.proto.alerts import (
-    DECODE_ERROR,
     ILLEGAL_PARAMETER,
     PROTOCOL_VERSION,
     RECORD_OVERFLOW,
     UNEXPECTED_MESSAGE,
+)
+from tlsgate.proto.hellobody import (  # noqa: F401  (re-exported: the parser's public names)
+    EXT_ALPN,
+    EXT_EC_POINT_FORMATS,
+    EXT_SERVER_NAME,
+    EXT_SIGNATURE_ALGORITHMS,
+    EXT_SUPPORTED_GROUPS,
+    EXT_SUPPORTED_VERSIONS,
+    REASON_BAD_CLIENT_HELLO,
+    REASON_HANDSHAKE_TOO_LARGE,
+    REASON_NOT_TLS,
+    SNI_HOST_NAME,
+    ClientHello,
+    ClientHelloError,
+    _bad,
+    is_grease,
+    parse_body,
 )
 
 CONTENT_HANDSHAKE = 22
@@ -73,76 +87,6 @@ MAX_RECORD_PLAINTEXT = 1 << 14
 """RFC 8446 §5.1: a TLSPlaintext fragment is at most 2^14 bytes (record_overflow beyond)."""
 DEFAULT_MAX_HANDSHAKE_MESSAGE = 64 * 1024
 
-EXT_SERVER_NAME = 0x0000
-EXT_SUPPORTED_GROUPS = 0x000A
-EXT_EC_POINT_FORMATS = 0x000B
-EXT_SIGNATURE_ALGORITHMS = 0x000D
-EXT_ALPN = 0x0010
-EXT_SUPPORTED_VERSIONS = 0x002B
-SNI_HOST_NAME = 0
-_U16_LIST_EXTENSIONS = {
-    EXT_SIGNATURE_ALGORITHMS: "signature_algorithms",
-    EXT_SUPPORTED_GROUPS: "supported_groups",
-}
-_PARSED_EXTENSIONS = frozenset(
-    {EXT_SERVER_NAME, EXT_ALPN, EXT_SUPPORTED_VERSIONS, EXT_EC_POINT_FORMATS, *_U16_LIST_EXTENSIONS}
-)
-
-REASON_NOT_TLS = "not_tls"
-REASON_BAD_CLIENT_HELLO = "bad_client_hello"
-REASON_HANDSHAKE_TOO_LARGE = "handshake_too_large"
-
-_VERSION_NAMES = {0x0304: "1.3", 0x0303: "1.2", 0x0302: "1.1", 0x0301: "1.0", 0x0300: "ssl3"}
-
-
-def is_grease(value: int) -> bool:
-    """True for the 16 reserved GREASE values 0x0a0a, 0x1a1a ... 0xfafa (RFC 8701)."""
-    return value & 0x0F0F == 0x0A0A and value >> 8 == value & 0xFF
-
-
-class ClientHelloError(ProtocolError):
-    """The client's first bytes can never become a valid ClientHello."""
-
-    def __init__(self, reason: str, alert: int | None, message: str):
-        super().__init__(message)
-        self.reason = reason
-        """Close reason for the connection event: not_tls, bad_client_hello, handshake_too_large."""
-        self.alert = alert
-        """Fatal alert description to send before closing, or None to close silently."""
-
-
-@dataclass(frozen=True, slots=True)
-class ClientHello:
-    """What the gateway needs from a ClientHello (routing, policy variables, JA4)."""
-
-    legacy_version: int
-    """ClientHello.legacy_version (0x0303 for TLS 1.2 and 1.3 clients)."""
-    cipher_suites: tuple[int, ...]
-    """Cipher suites in the client's order, GREASE values included."""
-    extensions: tuple[int, ...]
-    """Extension types in the client's order, GREASE values included."""
-    server_name: str | None = None
-    """The SNI host name exactly as sent (ASCII, not normalised), or None without SNI."""
-    alpn: tuple[str, ...] = ()
-    """ALPN protocol names, decoded as Latin-1 so ``name.encode("latin-1")`` is the wire bytes."""
-    supported_versions: tuple[int, ...] = ()
-    signature_algorithms: tuple[int, ...] = ()
-    supported_groups: tuple[int, ...] = ()
-    ec_point_formats: tuple[int, ...] = ()
-    raw_length: int = 0
-    """Bytes of the buffer taken by the records that carry the hello (header bytes included)."""
-
-    @property
-    def highest_version(self) -> str:
-        """Highest TLS version offered: "1.3", "1.2", "1.1", "1.0", "ssl3" or "0x...."
-
-        From supported_versions (without GREASE, unknown and draft values) when the
-        extension is there, else from legacy_version, as RFC 8446 §4.2.1 tells servers.
-        """
-        known = [v for v in self.supported_versions if v in _VERSION_NAMES]
-        version = max(known) if known else self.legacy_version
-        return _VERSION_NAMES.get(version, f"0x{version:04x}")
-
 
 def parse_client_hello(
     buf: bytes | bytearray | memoryview,
@@ -153,20 +97,58 @@ def parse_client_hello(
     ``max_handshake_message`` bounds the handshake body length (the 24-bit length
     field); a larger one raises `ClientHelloError` (handshake_too_large) as soon as
     the 4-byte handshake header has arrived. See the module docstring for the
-    alert sent for each error.
+    alert sent for each error. To parse as the bytes arrive, use `ClientHelloReader`.
     """
-    view = memoryview(buf).cast("B")
+    return _parse(memoryview(buf).cast("B"), max_handshake_message, _Walk())
+
+
+class ClientHelloReader:
+    """`parse_client_hello` for a buffer that grows read by read (the worker's peek loop).
+
+    It remembers how far the record walk got, so each `feed` walks only the records
+    that arrived since the last one: a hello sent as thousands of tiny records over
+    thousands of reads costs O(total bytes), not O(reads x bytes), which would let one
+    slow client keep a worker busy re-walking its records.
+    """
+
+    __slots__ = ("buffer", "_max", "_walk")
+
+    def __init__(self, max_handshake_message: int = DEFAULT_MAX_HANDSHAKE_MESSAGE):
+        self.buffer = bytearray()
+        """Everything fed so far (replayed later to the upstream or the TLS terminator)."""
+        self._max = max_handshake_message
+        self._walk = _Walk()
+
+    def feed(self, data: bytes) -> ClientHello | None:
+        """Add one read's bytes; same outcomes as `parse_client_hello` on `buffer`."""
+        self.buffer += data
+        return _parse(memoryview(self.buffer), self._max, self._walk)
+
+
+class _Walk:
+    """How far the record walk got: only complete records are committed here."""
+
+    __slots__ = ("pos", "header", "needed", "have", "fragments")
+
+    def __init__(self):
+        self.pos = 0
+        """Offset of the first record not yet complete."""
+        self.header = b""
+        """The handshake header bytes (up to 4) found in complete records."""
+        self.needed: int | None = None
+        """Header + body length, once the header is known."""
+        self.have = 0
+        self.fragments: list[tuple[int, int]] = []
+
+
+def _parse(view: memoryview, max_handshake_message: int, walk: _Walk) -> ClientHello | None:
     size = len(view)
     if size == 0:
         return None
     _check_first_bytes(view)
 
-    pos = 0
-    header = bytearray()  # the 4-byte handshake header, which may span records
-    needed: int | None = None  # header + body length, once the header is known
-    have = 0
-    fragments: list[tuple[int, int]] = []
-    while needed is None or have < needed:
+    while walk.needed is None or walk.have < walk.needed:
+        pos = walk.pos
         if pos >= size:
             return None
         content_type = view[pos]
@@ -184,21 +166,29 @@ def parse_client_hello(
             raise _bad(UNEXPECTED_MESSAGE, f"zero-length handshake record at offset {pos}")
         start = pos + RECORD_HEADER_LENGTH
         end = start + length
-        if needed is None:
-            header += view[start : min(start + HANDSHAKE_HEADER_LENGTH - len(header), end)]
+        if walk.needed is None:
+            # Checked as soon as its bytes arrive (a too-large length fails early), but
+            # committed only with a complete record, so a re-walk never counts bytes twice.
+            header = walk.header + bytes(
+                view[start : min(start + HANDSHAKE_HEADER_LENGTH - len(walk.header), end)]
+            )
             needed = _check_handshake_header(header, max_handshake_message)
-        if end > size:
+            if end > size:
+                return None
+            walk.header, walk.needed = header, needed
+        elif end > size:
             return None
-        fragments.append((start, end))
-        have += length
-        pos = end
+        walk.fragments.append((start, end))
+        walk.have += length
+        walk.pos = end
 
+    fragments, needed = walk.fragments, walk.needed
     if len(fragments) == 1:
         start, end = fragments[0]
         message = view[start:end]
     else:
         message = memoryview(b"".join(view[start:end] for start, end in fragments))
-    return _parse_body(message[HANDSHAKE_HEADER_LENGTH:needed], raw_length=pos)
+    return parse_body(message[HANDSHAKE_HEADER_LENGTH:needed], raw_length=walk.pos)
 
 
 def _check_first_bytes(view: memoryview) -> None:
@@ -227,11 +217,7 @@ def _unexpected_content(content_type: int, pos: int) -> ClientHelloError:
     return _bad(UNEXPECTED_MESSAGE, f"record of content type {content_type} at offset {pos}")
 
 
-def _bad(alert: int, message: str) -> ClientHelloError:
-    return ClientHelloError(REASON_BAD_CLIENT_HELLO, alert, message)
-
-
-def _check_handshake_header(header: bytearray, max_handshake_message: int) -> int | None:
+def _check_handshake_header(header: bytes, max_handshake_message: int) -> int | None:
     """Check as much of the handshake header as has arrived; its total length once complete."""
     if header and header[0] != HANDSHAKE_CLIENT_HELLO:
         raise _bad(UNEXPECTED_MESSAGE, f"handshake message of type {header[0]}, not client_hello")
@@ -245,161 +231,3 @@ def _check_handshake_header(header: bytearray, max_handshake_message: int) -> in
             f"ClientHello of {body_length} bytes exceeds the limit of {max_handshake_message}",
         )
     return HANDSHAKE_HEADER_LENGTH + body_length
-
-
-class _Reader:
-    """Bounds-checked big-endian reads over a memoryview; every overrun is a decode_error."""
-
-    __slots__ = ("_data", "_pos", "_what")
-
-    def __init__(self, data: memoryview, what: str):
-        self._data = data
-        self._pos = 0
-        self._what = what
-
-    @property
-    def remaining(self) -> int:
-        return len(self._data) - self._pos
-
-    def take(self, count: int, field: str) -> memoryview:
-        start = self._pos
-        end = start + count
-        if end > len(self._data):
-            raise _bad(DECODE_ERROR, f"{self._what}: {field} runs past the end")
-        self._pos = end
-        return self._data[start:end]
-
-    def u8(self, field: str) -> int:
-        return self.take(1, field)[0]
-
-    def u16(self, field: str) -> int:
-        chunk = self.take(2, field)
-        return chunk[0] << 8 | chunk[1]
-
-    def vector8(self, field: str) -> memoryview:
-        return self.take(self.u8(field), field)
-
-    def vector16(self, field: str) -> memoryview:
-        return self.take(self.u16(field), field)
-
-    def expect_end(self) -> None:
-        if self.remaining:
-            raise _bad(DECODE_ERROR, f"{self._what}: {self.remaining} trailing bytes")
-
-
-def _u16_list(data: memoryview, field: str) -> tuple[int, ...]:
-    """A non-empty list of 16-bit values (every such list in a ClientHello is <2..2^16-2>)."""
-    if len(data) % 2 or not data:
-        raise _bad(DECODE_ERROR, f"{field}: bad length {len(data)}")
-    return struct.unpack(f">{len(data) // 2}H", data)
-
-
-def _parse_body(body: memoryview, raw_length: int) -> ClientHello:
-    reader = _Reader(body, "ClientHello")
-    legacy_version = reader.u16("legacy_version")
-    if legacy_version >> 8 != 3:
-        raise _bad(PROTOCOL_VERSION, f"legacy_version 0x{legacy_version:04x} is not TLS")
-    reader.take(32, "random")
-    if len(reader.vector8("legacy_session_id")) > 32:
-        raise _bad(DECODE_ERROR, "ClientHello: legacy_session_id longer than 32 bytes")
-    cipher_suites = _u16_list(reader.vector16("cipher_suites"), "cipher_suites")
-    if not reader.vector8("legacy_compression_methods"):
-        raise _bad(DECODE_ERROR, "ClientHello: empty legacy_compression_methods")
-    fields: dict[str, object] = {}
-    extensions: list[int] = []
-    seen: set[int] = set()
-    if reader.remaining:  # pre-TLS 1.2 clients may send no extensions block at all
-        block = reader.vector16("extensions")
-        reader.expect_end()
-        # Walked inline rather than with _Reader: this loop is most of the parsing time.
-        pos, end = 0, len(block)
-        while pos < end:
-            if pos + 4 > end:
-                raise _bad(DECODE_ERROR, "extensions: truncated extension header")
-            ext_type = block[pos] << 8 | block[pos + 1]
-            data_end = pos + 4 + (block[pos + 2] << 8 | block[pos + 3])
-            if data_end > end:
-                raise _bad(
-                    DECODE_ERROR, f"extensions: extension 0x{ext_type:04x} runs past the end"
-                )
-            if ext_type in seen:
-                raise _bad(ILLEGAL_PARAMETER, f"extension 0x{ext_type:04x} appears twice")
-            seen.add(ext_type)
-            extensions.append(ext_type)
-            if ext_type in _PARSED_EXTENSIONS:
-                _parse_extension(ext_type, block[pos + 4 : data_end], fields)
-            pos = data_end
-    return ClientHello(
-        legacy_version=legacy_version,
-        cipher_suites=cipher_suites,
-        extensions=tuple(extensions),
-        raw_length=raw_length,
-        **fields,
-    )
-
-
-def _parse_extension(ext_type: int, data: memoryview, fields: dict[str, object]) -> None:
-    """Decode the extensions the gateway uses into ``fields``; others are only listed."""
-    if ext_type == EXT_SERVER_NAME:
-        fields["server_name"] = _parse_server_name(data)
-    elif ext_type == EXT_ALPN:
-        fields["alpn"] = _parse_alpn(data)
-    elif ext_type == EXT_SUPPORTED_VERSIONS:
-        reader = _Reader(data, "supported_versions")
-        fields["supported_versions"] = _u16_list(reader.vector8("versions"), "supported_versions")
-        reader.expect_end()
-    elif ext_type in _U16_LIST_EXTENSIONS:
-        name = _U16_LIST_EXTENSIONS[ext_type]
-        reader = _Reader(data, name)
-        fields[name] = _u16_list(reader.vector16("list"), name)
-        reader.expect_end()
-    elif ext_type == EXT_EC_POINT_FORMATS:
-        reader = _Reader(data, "ec_point_formats")
-        formats = reader.vector8("list")
-        reader.expect_end()
-        if not formats:
-            raise _bad(DECODE_ERROR, "ec_point_formats: empty list")
-        fields["ec_point_formats"] = tuple(formats)
-
-
-def _parse_server_name(data: memoryview) -> str:
-    """RFC 6066 §3: a ServerNameList holding exactly one host_name entry."""
-    outer = _Reader(data, "server_name")
-    entries = _Reader(outer.vector16("server_name_list"), "server_name_list")
-    outer.expect_end()
-    if not entries.remaining:
-        raise _bad(DECODE_ERROR, "server_name: empty server_name_list")
-    host_name: str | None = None
-    while entries.remaining:
-        name_type = entries.u8("name_type")
-        if name_type != SNI_HOST_NAME:
-            raise _bad(
-                ILLEGAL_PARAMETER, f"server_name: name_type {name_type} is not host_name (0)"
-            )
-        name = entries.vector16("host_name")
-        if host_name is not None:
-            raise _bad(ILLEGAL_PARAMETER, "server_name: more than one host_name")
-        if not name:
-            raise _bad(DECODE_ERROR, "server_name: empty host_name")
-        try:
-            host_name = str(name, "ascii")
-        except UnicodeDecodeError:
-            raise _bad(ILLEGAL_PARAMETER, "server_name: host_name is not ASCII") from None
-    assert host_name is not None  # the list was not empty and every entry is a host_name
-    return host_name
-
-
-def _parse_alpn(data: memoryview) -> tuple[str, ...]:
-    """RFC 7301 §3.1: a non-empty list of non-empty protocol names."""
-    outer = _Reader(data, "alpn")
-    names = _Reader(outer.vector16("protocol_name_list"), "protocol_name_list")
-    outer.expect_end()
-    if not names.remaining:
-        raise _bad(DECODE_ERROR, "alpn: empty protocol_name_list")
-    protocols = []
-    while names.remaining:
-        name = names.vector8("protocol_name")
-        if not name:
-            raise _bad(DECODE_ERROR, "alpn: empty protocol name")
-        protocols.append(str(name, "latin-1"))
-    return tuple(protocols)

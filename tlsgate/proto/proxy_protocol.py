@@ -227,6 +227,11 @@ def _parse_v1(head: bytes) -> ProxyHeader | None:
         _check_partial_v1(head[:V1_MAX_LENGTH])
         return None
     line = head[len(V1_PREFIX) : end]
+    if b"\r" in line or b"\n" in line:
+        # Rejected while incomplete too (_check_partial_v1): whether a header is accepted
+        # must not depend on how its bytes were split into reads. haproxy ends the line at
+        # the first CR as well, so a lone CR or LF never reaches an UNKNOWN's ignored part.
+        raise ProxyHeaderError("PROXY v1: line ends with a lone CR or LF")
     length = end + 2
     keyword, _, rest = line.partition(b" ")
     if keyword == b"UNKNOWN":

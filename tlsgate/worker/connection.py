@@ -21,7 +21,7 @@ import gevent
 from tlsgate.config.model import EndpointConfig, UpstreamConfig
 from tlsgate.events import ConnectionRecord
 from tlsgate.proto import alerts
-from tlsgate.proto.clienthello import ClientHello, ClientHelloError, parse_client_hello
+from tlsgate.proto.clienthello import ClientHello, ClientHelloError, ClientHelloReader
 from tlsgate.proto.ja4 import ja4_fingerprint
 from tlsgate.proto.proxy_protocol import build_v1, build_v2
 from tlsgate.proto.sni import normalise_sni
@@ -111,7 +111,8 @@ class Connection:
 
     def _read_client_hello(self) -> tuple[bytearray, ClientHello]:
         limits = self._routing.limits
-        buffered = bytearray()
+        # Incremental: re-parsing the whole buffer after every read would be quadratic.
+        reader = ClientHelloReader(limits.max_handshake_message)
         timer = gevent.Timeout.start_new(
             limits.client_hello_timeout, ConnectionClosed("client_hello_timeout")
         )
@@ -123,14 +124,13 @@ class Connection:
                     raise ConnectionClosed("client_reset") from e
                 if not data:
                     raise ConnectionClosed("eof")
-                buffered += data
                 self.record.bytes_in += len(data)
                 try:
-                    hello = parse_client_hello(buffered, limits.max_handshake_message)
+                    hello = reader.feed(data)
                 except ClientHelloError as e:
                     self.fail(e.reason, e.alert)
                 if hello is not None:
-                    return buffered, hello
+                    return reader.buffer, hello
         finally:
             timer.close()
 

@@ -78,7 +78,21 @@ def run_worker(
             gevent.sleep(1.0)
         request_stop("fast")
 
+    def channel_closed() -> None:
+        # The channel closes the instant the master dies, a moment before the kernel
+        # re-parents us: look closely for a little while instead of waiting for the 1 s poll.
+        def look() -> None:
+            for _ in range(100):
+                if os.getppid() != master_pid:
+                    request_stop("fast")
+                    return
+                gevent.sleep(0.01)
+
+        gevent.spawn(look)
+
     gevent.spawn(watch_master)
+    if reporter is not None:
+        reporter.on_channel_closed = channel_closed
     server.start()
     if reporter is not None:
         reporter.start()

@@ -96,6 +96,8 @@ class Reporter:
         self._send_lock = Semaphore()
         self._greenlets: list[gevent.Greenlet] = []
         self._broken = False
+        self.on_channel_closed = None
+        """Called when the master's end of the channel closes (the master may be gone)."""
 
     def start(self) -> None:
         self.server.on_finished = self.connection_finished
@@ -192,6 +194,8 @@ class Reporter:
             except OSError:
                 data = b""
             if not data:
+                if self.on_channel_closed is not None:
+                    self.on_channel_closed()
                 return
             try:
                 messages = decoder.feed(data)

@@ -17,6 +17,8 @@ from gevent import socket
 
 from tlsgate.config.model import HostPort
 
+_RESET_AFTER_ACCEPT = frozenset({errno.ECONNRESET, errno.ECONNABORTED, errno.EPIPE})
+
 
 class DialError(Exception):
     """Connecting to an upstream failed. ``reason`` is a close-reason name."""
@@ -61,6 +63,13 @@ class TcpDialer:
                 err = sock.connect_ex(sockaddr)
                 if err in (0, errno.EISCONN):
                     return sock
+                if err in _RESET_AFTER_ACCEPT:
+                    # The handshake completed (a refused SYN is ECONNREFUSED) and the upstream
+                    # reset before we looked: reading SO_ERROR cleared the error, so the socket
+                    # would now look like a clean EOF. Report what happened instead.
+                    raise DialError(
+                        "upstream_reset", f"connect {self.label}: {errno.errorcode[err]}"
+                    )
                 raise DialError(
                     "upstream_connect_failed", f"connect {self.label}: {errno.errorcode.get(err, err)}"
                 )
