@@ -268,6 +268,8 @@ def test_events_follow_streams_closes_and_gateway_log_events(gateway, upstreams,
         first = next(stream)
         assert first["event_type"] == "tcp_connection_closed.v0"
         assert first["object"]["close_reason"] == "eof"
+        # The stream and the events file carry the very same event.
+        assert gw.wait_events(1)[0]["event_id"] == first["event_id"]
         victim = gw.worker_pids()[0]
         os.kill(victim, signal.SIGKILL)
         kinds = []

@@ -17,7 +17,7 @@ import gevent
 from gevent.event import Event
 from gevent.queue import SimpleQueue
 
-from tlsgate.events import ConnectionRecord, build_closed_event, encode_event
+from tlsgate.events import encode_event
 
 log = logging.getLogger(__name__)
 
@@ -46,10 +46,10 @@ class EventSink:
     def enabled(self) -> bool:
         return self._fd >= 0
 
-    def emit(self, record: ConnectionRecord) -> None:
+    def emit(self, event: dict) -> None:
         if self._fd < 0:
             return
-        self._queue.put(encode_event(build_closed_event(record)))
+        self._queue.put(encode_event(event))
         self._idle.clear()
 
     def flush(self, timeout: float = 5.0) -> None:

@@ -35,7 +35,7 @@ from gevent.lock import Semaphore
 from tlsgate.control.counters import ConnectionCounters
 from tlsgate.control.protocol import FrameDecoder, ProtocolError, encode_message
 from tlsgate.control.schema import connection_row
-from tlsgate.events import ConnectionRecord, build_closed_event
+from tlsgate.events import ConnectionRecord
 
 log = logging.getLogger(__name__)
 
@@ -108,7 +108,7 @@ class Reporter:
             gevent.spawn(self._event_loop),
         ]
 
-    def connection_finished(self, record: ConnectionRecord) -> None:
+    def connection_finished(self, record: ConnectionRecord, event: dict) -> None:
         timing = self.timings.pop(gevent.getcurrent(), None)
         latency = None
         if timing is not None and timing[1] is not None:
@@ -117,7 +117,7 @@ class Reporter:
         if len(self.events) >= MAX_QUEUED_EVENTS:
             self.dropped_events += 1
             return
-        self.events.append(build_closed_event(record))
+        self.events.append(event)
 
     def close(self, timeout: float = 5.0) -> None:
         """Send the last events and the final report (the master keeps it after we exit)."""

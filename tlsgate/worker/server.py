@@ -20,7 +20,7 @@ import gevent
 from gevent import socket
 from gevent.event import Event
 
-from tlsgate.events import ConnectionRecord
+from tlsgate.events import ConnectionRecord, build_closed_event
 from tlsgate.worker.connection import Connection, Routing
 from tlsgate.worker.eventsink import EventSink
 
@@ -47,7 +47,7 @@ class Server:
         """Connections accepted since the worker started (read by the reporter)."""
         self.accept_errors = 0
         """accept() failures for lack of descriptors or buffers: the connection cap the OS enforces."""
-        self.on_finished: Callable[[ConnectionRecord], None] | None = None
+        self.on_finished: Callable[[ConnectionRecord, dict], None] | None = None
         """Called with every finished connection's record (the reporter's counters and events)."""
 
     def start(self) -> None:
@@ -103,9 +103,11 @@ class Server:
         self.live.pop(record.conn_id, None)
         if not self.live:
             self.all_closed.set()
-        self.sink.emit(record)
+        # Built once, so the events file and the control plane's stream carry the same event_id.
+        event = build_closed_event(record)
+        self.sink.emit(event)
         if self.on_finished is not None:
-            self.on_finished(record)
+            self.on_finished(record, event)
 
 
 def _unmap(ip: str) -> str:
