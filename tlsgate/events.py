@@ -32,6 +32,9 @@ CLOSE_REASONS = (
     "upstream_connect_timeout",
     "shutdown",
     "killed",
+    # gateway-wide limits ([limits] max_connections, max_connections_per_ip)
+    "max_connections",
+    "max_connections_per_ip",
     # TLS termination at the gateway
     "handshake_failed",
     "handshake_timeout",

@@ -66,6 +66,7 @@ server_idle_timeout = "5m"
 upstream_connect_timeout = "10s"
 max_handshake_message = "64KB"
 max_certificate_message = "300000B"
+max_connections_per_ip = 0
 
 [events]
 
@@ -101,6 +102,7 @@ def test_config_to_dict_writes_every_default():
         "upstream_connect_timeout": "10s",
         "max_handshake_message": "64KB",
         "max_certificate_message": "256KB",
+        "max_connections_per_ip": 0,
     }
     assert data["events"] == {}
     assert "endpoints" not in data

@@ -31,6 +31,8 @@ def config_to_dict(cfg: Config) -> dict[str, object]:
             "control_socket": str(gateway.control_socket),
             "on_unknown_sni": gateway.on_unknown_sni,
             "drain_timeout": format_duration(gateway.drain_timeout),
+            **({"user": gateway.user} if gateway.user is not None else {}),
+            **({"group": gateway.group} if gateway.group is not None else {}),
         },
         "limits": {
             "client_hello_timeout": format_duration(limits.client_hello_timeout),
@@ -40,6 +42,8 @@ def config_to_dict(cfg: Config) -> dict[str, object]:
             "upstream_connect_timeout": format_duration(limits.upstream_connect_timeout),
             "max_handshake_message": format_size(limits.max_handshake_message),
             "max_certificate_message": format_size(limits.max_certificate_message),
+            **({"max_connections": limits.max_connections} if limits.max_connections else {}),
+            "max_connections_per_ip": limits.max_connections_per_ip,
         },
         "events": events,
     }
@@ -82,8 +86,27 @@ def endpoint_to_dict(endpoint: EndpointConfig) -> dict[str, object]:
     # Tables last: tomli_w writes [endpoints.x] sub-tables after the plain keys anyway.
     data["upstream"] = upstream_data
     if endpoint.traffic_policy_json is not None:
-        data["traffic_policy"] = json.loads(endpoint.traffic_policy_json)
+        data["traffic_policy"] = redact_keys(json.loads(endpoint.traffic_policy_json))
     return data
+
+
+REDACTED = "[private key redacted]"
+
+
+def redact_keys(value):
+    """A policy document without private key text (a key given as a file path stays)."""
+    if isinstance(value, dict):
+        return {
+            k: REDACTED if k == "server_private_key" and _is_key_text(v) else redact_keys(v)
+            for k, v in value.items()
+        }
+    if isinstance(value, list):
+        return [redact_keys(v) for v in value]
+    return value
+
+
+def _is_key_text(value) -> bool:
+    return isinstance(value, str) and "PRIVATE KEY" in value
 
 
 def dump_config(cfg: Config) -> str:

@@ -403,3 +403,27 @@ def parse_proxy_protocol(value: object) -> int:
     if isinstance(value, str) and value.strip() in ("", "0", "1", "2"):
         return int(value.strip() or 0)
     raise FieldError(f'expected 0, 1 or 2 (or "", "1", "2"), got {describe(value)}')
+
+
+def parse_user(value: object) -> str:
+    """A user that exists on this machine, by name or uid (kept as written)."""
+    import pwd
+
+    text = str(value) if isinstance(value, int) and not isinstance(value, bool) else expect_str(value)
+    try:
+        pwd.getpwuid(int(text)) if text.isdigit() else pwd.getpwnam(text)
+    except (KeyError, OverflowError) as e:
+        raise FieldError(f"no user {json.dumps(text)} on this machine") from e
+    return text
+
+
+def parse_group(value: object) -> str:
+    """A group that exists on this machine, by name or gid (kept as written)."""
+    import grp
+
+    text = str(value) if isinstance(value, int) and not isinstance(value, bool) else expect_str(value)
+    try:
+        grp.getgrgid(int(text)) if text.isdigit() else grp.getgrnam(text)
+    except (KeyError, OverflowError) as e:
+        raise FieldError(f"no group {json.dumps(text)} on this machine") from e
+    return text

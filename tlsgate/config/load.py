@@ -30,8 +30,10 @@ from tlsgate.config.fields import (
     expect_choice,
     expect_int,
     parse_duration,
+    parse_group,
     parse_listen_address,
     parse_size,
+    parse_user,
 )
 from tlsgate.config.forwards import check_forwards
 from tlsgate.config.model import (
@@ -162,6 +164,10 @@ def _parse_gateway(table: Table) -> tuple[GatewayConfig, bool]:
         "on_unknown_sni", lambda v: expect_choice(v, ("alert", "close")), defaults.on_unknown_sni
     )
     drain_timeout = table.get("drain_timeout", parse_duration, defaults.drain_timeout)
+    user = table.get("user", parse_user, None)
+    group = table.get("group", parse_group, None)
+    if group is not None and user is None:
+        table.error("group", "group needs user: set gateway.user too (the workers' user)")
     table.finish()
     gateway = GatewayConfig(
         listen=tuple(listen),
@@ -170,6 +176,8 @@ def _parse_gateway(table: Table) -> tuple[GatewayConfig, bool]:
         control_socket=control_socket,
         on_unknown_sni=on_unknown_sni,  # type: ignore[arg-type]
         drain_timeout=drain_timeout,
+        user=user,
+        group=group,
     )
     return gateway, listen_readable
 
@@ -206,6 +214,8 @@ _LIMIT_PARSERS: dict[str, Callable[[object], float | int]] = {
     "upstream_connect_timeout": parse_duration,
     "max_handshake_message": lambda v: parse_size(v, MAX_HANDSHAKE_MESSAGE),
     "max_certificate_message": lambda v: parse_size(v, MAX_HANDSHAKE_MESSAGE),
+    "max_connections": lambda v: expect_int(v, 1, 10_000_000),
+    "max_connections_per_ip": lambda v: expect_int(v, 0, 10_000_000),
 }
 """One entry per `LimitsConfig` field; the defaults come from the dataclass."""
 

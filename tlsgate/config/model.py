@@ -45,6 +45,10 @@ class GatewayConfig:
     on_unknown_sni: OnUnknownSni = "alert"
     """``alert``: fatal unrecognized_name (112) then close; ``close``: close without an alert."""
     drain_timeout: float = 30.0
+    user: str | None = None
+    """Run workers as this user (name or uid); the master binds and prepares files as root first."""
+    group: str | None = None
+    """Workers' group (name or gid); default: the user's primary group."""
     """Seconds a graceful stop or a reload waits for open connections before closing them."""
 
     @property
@@ -63,6 +67,10 @@ class LimitsConfig:
     upstream_connect_timeout: float = 10.0
     max_handshake_message: int = 64 * 1024
     max_certificate_message: int = 256 * 1024
+    max_connections: int | None = None
+    """Open client connections for the whole gateway; None = derived from the descriptor limit."""
+    max_connections_per_ip: int = 0
+    """Open client connections per client IP for the whole gateway; 0 = no limit."""
 
 
 @dataclass(frozen=True, slots=True)

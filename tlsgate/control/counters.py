@@ -48,6 +48,8 @@ LIMIT_HIT_REASONS: dict[str, str] = {
     "handshake_too_large": "max_handshake_message",
     "certificate_too_large": "max_certificate_message",
     "shutdown": "drain_timeout",
+    "max_connections": "max_connections",
+    "max_connections_per_ip": "max_connections_per_ip",
 }
 """close_reason -> the limit that ended the connection (see `limit_hits`)."""
 

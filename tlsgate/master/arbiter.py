@@ -37,6 +37,7 @@ from tlsgate.master.sockets import BindError, create_listeners
 from tlsgate.master.workers import (
     FAST_FAILURE_SECONDS,
     describe_status,
+    hand_over_state,
     prepare_state,
     prewarm_tls,
     respawn_delay,
@@ -136,6 +137,10 @@ class Arbiter:
             self.plane.close()
             return EXIT_FAILURE
         pidfile.write(self.config.gateway.state_dir)
+        workers_uid = hand_over_state(self.config, self.config.gateway.control_socket)
+        if workers_uid is not None:
+            # The workers' own user may use the control socket, as root may.
+            self.plane.control.allowed_uids |= {workers_uid}
         try:
             log.info(
                 "tlsgate %s listening on %s with %d workers (%d endpoints, config %s)",
@@ -290,6 +295,9 @@ class Arbiter:
     def _start_generation(self) -> None:
         self.generation += 1
         prewarm_tls(self.config)
+        if self.config.gateway.user is not None:
+            # What the master just made in state_dir (the local CA, its leaves) is the workers'.
+            hand_over_state(self.config, None)
         self.slots = [WorkerSlot(i, self.generation) for i in range(self.config.gateway.workers)]
         for slot in self.slots:
             self._spawn(slot)

@@ -283,6 +283,7 @@ class RequestHandlers:
 
     def limits(self, conn: ControlConnection, req: int, args: dict) -> None:
         from tlsgate.master.plane import open_files_limit
+        from tlsgate.worker.connlimits import default_max_connections
 
         a = self.arbiter
         limits = a.config.limits
@@ -323,6 +324,16 @@ class RequestHandlers:
                 "drain_timeout",
                 d(a.config.gateway.drain_timeout),
                 "connections closed at a stop's or reload's deadline",
+            ),
+            (
+                "max_connections",
+                str(limits.max_connections or default_max_connections(a.config.gateway.workers)),
+                "new connections refused: the gateway's open connections at the limit",
+            ),
+            (
+                "max_connections_per_ip",
+                str(limits.max_connections_per_ip or "off"),
+                "new connections refused: that client IP's open connections at the limit",
             ),
             (
                 "max_open_files",

@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import os
 import signal
+from pathlib import Path
 
 from tlsgate.config.model import Config
 
@@ -38,6 +39,27 @@ def prepare_state(config: Config) -> None:
     if events and events != "-":
         fd = os.open(events, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o640)
         os.close(fd)
+    from tlsgate.worker.connlimits import TABLE_NAME, create_table
+
+    # Fresh every start: counts of a previous run's connections mean nothing now.
+    create_table(state_dir / TABLE_NAME)
+
+
+def hand_over_state(config: Config, control_socket: Path | None) -> int | None:
+    """With `[gateway] user`: give the workers' files to that user; returns its uid."""
+    if config.gateway.user is None:
+        return None
+    from tlsgate.privileges import hand_over, resolve_ids
+
+    uid, gid = resolve_ids(config.gateway.user, config.gateway.group)
+    paths = [config.gateway.state_dir]
+    events = config.events.file
+    if events and events != "-":
+        paths.append(Path(events))
+    if control_socket is not None:
+        paths += [control_socket.parent, control_socket]
+    hand_over(paths, uid, gid)
+    return uid
 
 
 def signal_pid(pid: int, sig: int) -> None:

@@ -52,7 +52,13 @@ def run_worker(
 
     routing = build_routing(config)
     sink = EventSink(config.events.file)
-    server = Server(green_listeners, routing, sink)
+    server = Server(green_listeners, routing, sink, _connection_limits(config))
+    if config.gateway.user is not None:
+        from tlsgate.privileges import drop_privileges, resolve_ids
+
+        # After every import and every file this worker opens at start (the interpreter
+        # itself may live where the user cannot read), before the first connection.
+        drop_privileges(*resolve_ids(config.gateway.user, config.gateway.group))
     reporter = None
     if channel is not None:
         timings: dict = {}
@@ -108,3 +114,11 @@ def run_worker(
     if reporter is not None:
         reporter.close()
     return 0
+
+
+def _connection_limits(config):
+    from tlsgate.worker.connlimits import TABLE_NAME, ConnectionLimits, default_max_connections
+
+    limits = config.limits
+    total = limits.max_connections or default_max_connections(config.gateway.workers)
+    return ConnectionLimits(config.gateway.state_dir / TABLE_NAME, total, limits.max_connections_per_ip)

@@ -22,6 +22,7 @@ from gevent.event import Event
 
 from tlsgate.events import ConnectionRecord, build_closed_event
 from tlsgate.worker.connection import Connection, Routing
+from tlsgate.worker.connlimits import ConnectionLimits
 from tlsgate.worker.eventsink import EventSink
 
 log = logging.getLogger(__name__)
@@ -33,10 +34,18 @@ _MAX_BACKOFF = 1.0
 
 
 class Server:
-    def __init__(self, listeners: list[socket.socket], routing: Routing, sink: EventSink):
+    def __init__(
+        self,
+        listeners: list[socket.socket],
+        routing: Routing,
+        sink: EventSink,
+        limits: ConnectionLimits | None = None,
+    ):
         self.listeners = listeners
         self.routing = routing
         self.sink = sink
+        self.limits = limits
+        """Gateway-wide open-connection limits (shared with the other workers), if any."""
         self.live: dict[str, Connection] = {}
         self._ids = itertools.count(1)
         self._prefix = f"{os.getpid():x}"
@@ -94,15 +103,32 @@ class Server:
                 server_ip=_unmap(server_ip),
                 server_port=server_port,
             )
+            if self.limits is not None:
+                over = self.limits.admit(record.client_ip)
+                if over is not None:
+                    self._refuse(client, record, over)
+                    continue
             conn = Connection(client, record, self.routing, self._finished)
             self.live[record.conn_id] = conn
             self.all_closed.clear()
             conn.greenlet = gevent.spawn(conn.serve)
 
+    def _refuse(self, client, record: ConnectionRecord, limit: str) -> None:
+        """Over a connection limit: close at once (no alert: nothing was read) and say why."""
+        client.close()
+        record.close_reason = limit  # max_connections or max_connections_per_ip
+        record.end_ts = time.time()
+        self._emit(record)
+
     def _finished(self, record: ConnectionRecord) -> None:
         self.live.pop(record.conn_id, None)
         if not self.live:
             self.all_closed.set()
+        if self.limits is not None:
+            self.limits.release(record.client_ip)
+        self._emit(record)
+
+    def _emit(self, record: ConnectionRecord) -> None:
         # Built once, so the events file and the control plane's stream carry the same event_id.
         event = build_closed_event(record)
         self.sink.emit(event)

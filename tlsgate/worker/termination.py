@@ -58,7 +58,11 @@ class Terminator:
         """The client's TLS, completed from its already-read ClientHello; raises TLSHandshakeError."""
         pair = self._endpoint_pair(decision, base_dir) or self.store.find(sni)
         if pair is None and self.local_ca is not None:
-            pair = self.local_ca.issue(sni)
+            try:
+                pair = self.local_ca.issue(sni)
+            except OSError as e:
+                log.error("local CA cannot issue a certificate for %s: %s", sni, e)
+                raise TerminationError(f"local CA: {e.strerror or e}", alerts.INTERNAL_ERROR) from e
         if pair is None:
             raise TerminationError(f"no certificate for {sni}", alerts.UNRECOGNIZED_NAME)
         cas = self._ca_bundle(decision, base_dir)
