@@ -27,7 +27,7 @@ from tlsgate.config.fields import (
 )
 from tlsgate.config.model import EndpointConfig, UpstreamConfig
 from tlsgate.config.reader import Context, Table, join_key
-from tlsgate.config.termination import check_terminate_actions, terminate_actions
+from tlsgate.config.termination import absolute_paths, check_terminate_actions, terminate_actions
 from tlsgate.errors import Problems
 
 BINDINGS = ("public", "internal")
@@ -158,7 +158,7 @@ def _parse_traffic_policy(table: Table, data: dict[str, object]):
             return None, None, None
         policy = parse_policy(inline, ctx.source, table.key_path("traffic_policy"), ctx.problems)
         check_terminate_actions(policy, ctx.base_dir, ctx.problems)
-        return policy, json.dumps(inline, sort_keys=True), None
+        return policy, json.dumps(absolute_paths(inline, ctx.base_dir), sort_keys=True), None
     if policy_path is not None:
         policy, _ = load_policy_file(policy_path, ctx.problems)
         check_terminate_actions(policy, policy_path.parent, ctx.problems)

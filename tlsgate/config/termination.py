@@ -57,3 +57,25 @@ def check_terminate_actions(policy, base_dir: Path, problems: Problems) -> None:
                 f"{config_path}.mutual_tls_certificate_authorities",
                 problems,
             )
+
+
+_MATERIAL_KEYS = ("server_certificate", "server_private_key", "mutual_tls_certificate_authorities")
+
+
+def absolute_paths(value, base_dir):
+    """Certificate and key paths in terminate-tls configs made absolute, so the dump means
+    the same from any directory (PEM text and ``${...}`` values stay as they are)."""
+    def fix(text):
+        return text if not isinstance(text, str) or "${" in text else resolve_material(text, base_dir)
+
+    if isinstance(value, dict):
+        fixed = {}
+        for k, v in value.items():
+            if k in _MATERIAL_KEYS:
+                fixed[k] = [fix(i) for i in v] if isinstance(v, list) else fix(v)
+            else:
+                fixed[k] = absolute_paths(v, base_dir)
+        return fixed
+    if isinstance(value, list):
+        return [absolute_paths(v, base_dir) for v in value]
+    return value
