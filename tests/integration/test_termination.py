@@ -435,3 +435,34 @@ def test_sessions_resume_across_workers(gateway, plain):
     workers = {e["object"]["id"].split(".")[0] for e in events}
     assert len(workers) == 2, "both workers should have served connections"
     assert all(reused), reused
+
+
+def test_ticket_keys_rotate_with_a_new_generation(gateway, plain):
+    gw = gateway(
+        {"tls": {"ticket_key_rotation": "2s"}, "endpoints": [endpoint("a", "tls://a.example.test", plain)]},
+        workers=1,
+    )
+    ctx = ssl.create_default_context(cafile=local_ca(gw))
+    ctx.maximum_version = ssl.TLSVersion.TLSv1_2
+
+    def connect_with(session=None):
+        with socket.create_connection(("127.0.0.1", gw.port), timeout=10) as raw, ctx.wrap_socket(raw, server_hostname="a.example.test", session=session) as s:
+            read_line(s)
+            return s.session, s.session_reused
+
+    old_session, _ = connect_with()
+    assert connect_with(old_session)[1] is True
+    [first_worker] = gw.worker_pids()
+    wait_for(lambda: "rotating TLS session-ticket keys" in gw.log(), what="a key rotation")
+    # Until the previous generation has stopped accepting, it could still take a connection.
+    wait_for(lambda: first_worker not in gw.worker_pids(), what="the previous generation to exit")
+    # Tickets of the previous keys no longer resume; the new keys' tickets do (unless the
+    # next rotation fell between the two connections: then try again).
+    assert connect_with(old_session)[1] is False
+    for _ in range(3):
+        rotations = gw.log().count("rotating TLS session-ticket keys")
+        new_session, _ = connect_with()
+        reused = connect_with(new_session)[1]
+        if reused or gw.log().count("rotating TLS session-ticket keys") == rotations:
+            break
+    assert reused is True

@@ -73,6 +73,7 @@ max_connections_per_ip = 0
 [tls]
 auto_certificates = "local-ca"
 session_resumption = true
+ticket_key_rotation = "12h"
 
 [[endpoints]]
 name = "app"

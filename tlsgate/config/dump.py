@@ -52,6 +52,7 @@ def config_to_dict(cfg: Config) -> dict[str, object]:
     data["tls"] = {
         "auto_certificates": cfg.tls.auto_certificates,
         "session_resumption": cfg.tls.session_resumption,
+        "ticket_key_rotation": format_duration(cfg.tls.ticket_key_rotation),
     }
     if cfg.certificates:
         data["certificates"] = [{"cert": str(c.cert), "key": str(c.key)} for c in cfg.certificates]

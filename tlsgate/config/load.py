@@ -248,8 +248,13 @@ def _parse_tls(table: Table) -> TlsConfig:
         defaults.auto_certificates,
     )
     resumption = table.get("session_resumption", expect_bool, defaults.session_resumption)
+    rotation = table.get("ticket_key_rotation", parse_duration, defaults.ticket_key_rotation)
     table.finish()
-    return TlsConfig(auto_certificates=auto, session_resumption=resumption)  # type: ignore[arg-type]
+    return TlsConfig(
+        auto_certificates=auto,  # type: ignore[arg-type]
+        session_resumption=resumption,
+        ticket_key_rotation=rotation,
+    )
 
 
 def _parse_certificates(root: Table) -> tuple[CertificateConfig, ...]:

@@ -147,6 +147,9 @@ class TlsConfig:
     session_resumption: bool = True
     """TLS session tickets for terminated connections; ``false``: every connection is a
     full handshake."""
+    ticket_key_rotation: float = 12 * 3600.0
+    """Seconds between new session-ticket keys: the master starts a new generation of
+    workers with fresh contexts (open connections finish on the old one)."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -28,6 +28,7 @@ import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from tlsgate import __version__
 from tlsgate.config.model import Config, HostPort
 from tlsgate.control.endpoint_store import EndpointStore, merge_endpoints
 from tlsgate.errors import EXIT_CONFIG, EXIT_FAILURE, EXIT_OK, ConfigError, Problem
@@ -36,12 +37,14 @@ from tlsgate.master.plane import ControlPlane
 from tlsgate.master.sockets import BindError, create_listeners
 from tlsgate.master.workers import (
     FAST_FAILURE_SECONDS,
+    WorkerSlot,
     describe_status,
     hand_over_state,
     prepare_state,
     prewarm_tls,
     respawn_delay,
     signal_pid,
+    terminates_tls,
 )
 
 log = logging.getLogger("tlsgate.master")
@@ -50,19 +53,6 @@ log = logging.getLogger("tlsgate.master")
 KILL_GRACE = 5.0
 
 _SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT, signal.SIGHUP, signal.SIGCHLD)
-
-
-@dataclass
-class WorkerSlot:
-    index: int
-    generation: int
-    pid: int = 0
-    started_at: float = 0.0
-    fast_failures: int = 0
-    respawn_at: float | None = None
-    stop_deadline: float | None = None
-    restarts: int = 0
-    """Times this slot's worker died unexpectedly and was replaced."""
 
 
 @dataclass
@@ -100,6 +90,8 @@ class Arbiter:
         self._stopping: str | None = None
         self.selector = selectors.DefaultSelector()
         self._stop_deadline = 0.0
+        self._generation_started = 0.0
+        self._terminates = False
 
     # -- lifecycle --------------------------------------------------------------
 
@@ -144,7 +136,7 @@ class Arbiter:
         try:
             log.info(
                 "tlsgate %s listening on %s with %d workers (%d endpoints, config %s)",
-                _version(),
+                __version__,
                 ", ".join(str(a) for a in self.listeners),
                 self.config.gateway.workers,
                 len(self.config.endpoints),
@@ -171,6 +163,7 @@ class Arbiter:
             else:
                 self._respawn_due(now)
                 self._kill_overdue_retirees(now)
+                self._rotate_ticket_keys_if_due(now)
             if self.plane is not None:
                 self.plane.tick(now)
             self._sleep(self._next_wakeup(now))
@@ -292,7 +285,17 @@ class Arbiter:
 
     # -- workers ----------------------------------------------------------------
 
+    def _rotate_ticket_keys_if_due(self, now: float) -> None:
+        tls = self.config.tls
+        due = now - self._generation_started >= tls.ticket_key_rotation
+        if not (due and tls.session_resumption and self._terminates):
+            return
+        log.info("rotating TLS session-ticket keys: starting a new generation of workers")
+        self.reload(reread=False)
+
     def _start_generation(self) -> None:
+        self._generation_started = time.monotonic()
+        self._terminates = terminates_tls(self.config)
         self.generation += 1
         prewarm_tls(self.config)
         if self.config.gateway.user is not None:
@@ -434,8 +437,3 @@ class Arbiter:
         except BlockingIOError:
             pass
 
-
-def _version() -> str:
-    from tlsgate import __version__
-
-    return __version__

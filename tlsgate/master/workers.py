@@ -9,11 +9,27 @@ from __future__ import annotations
 import logging
 import os
 import signal
+from dataclasses import dataclass
 from pathlib import Path
 
 from tlsgate.config.model import Config
 
 log = logging.getLogger("tlsgate.master")
+
+@dataclass
+class WorkerSlot:
+    """One worker place of a generation; the master respawns its worker when it dies."""
+
+    index: int
+    generation: int
+    pid: int = 0
+    started_at: float = 0.0
+    fast_failures: int = 0
+    respawn_at: float | None = None
+    stop_deadline: float | None = None
+    restarts: int = 0
+    """Times this slot's worker died unexpectedly and was replaced."""
+
 
 #: A worker that dies sooner than this after its start counts as failing at boot.
 FAST_FAILURE_SECONDS = 2.0
@@ -80,15 +96,19 @@ def describe_status(status: int) -> str:
     return f"exited with status {os.waitstatus_to_exitcode(status)}"
 
 
+def terminates_tls(config: Config) -> bool:
+    from tlsgate.config.termination import terminate_actions
+
+    return any(terminate_actions(ep.traffic_policy) for ep in config.endpoints)
+
+
 def prewarm_tls(config: Config) -> None:
     """Build the terminating endpoints' TLS contexts before fork (see tlsgate/tls/prewarm.py).
 
     Only when some endpoint terminates TLS, so a passthrough-only master never loads
     pyOpenSSL. A failure here only costs shared tickets: workers build their own contexts.
     """
-    from tlsgate.config.termination import terminate_actions
-
-    if not any(terminate_actions(ep.traffic_policy) for ep in config.endpoints):
+    if not terminates_tls(config):
         return
     from OpenSSL import SSL
 

@@ -29,6 +29,8 @@ log = logging.getLogger(__name__)
 
 def prewarm_contexts(config: Config) -> int:
     """Create the contexts workers will use; returns how many. Never raises for one bad item."""
+    # Fresh contexts every generation: their new ticket keys are the rotation.
+    create_server_context.cache_clear()
     if not config.tls.session_resumption:
         return 0  # without tickets there are no keys to share
     local_ca = LocalCA(config.gateway.state_dir) if config.tls.auto_certificates == "local-ca" else None
