@@ -28,9 +28,6 @@ def create_listener(address: HostPort) -> socket.socket:
         if family == socket.AF_INET6:
             # "[::]:8443" and "0.0.0.0:8443" are configured separately, as in the example.
             sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
-        import os
-        if os.environ.get("EXP_DEFER"):
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_DEFER_ACCEPT, int(os.environ["EXP_DEFER"]))
         sock.bind((address.host, address.port))
         sock.listen(BACKLOG)
         sock.setblocking(False)

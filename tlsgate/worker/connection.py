@@ -41,7 +41,17 @@ __all__ = ["Connection", "ConnectionClosed", "Routing"]
 class Connection:
     """One client connection from accept to close."""
 
-    __slots__ = ("client", "record", "state", "greenlet", "relay", "tls", "hello_bytes", "_routing", "_emit")
+    __slots__ = (
+        "client",
+        "record",
+        "state",
+        "greenlet",
+        "relay",
+        "tls",
+        "hello_bytes",
+        "_routing",
+        "_emit",
+    )
 
     def __init__(
         self,
@@ -74,28 +84,19 @@ class Connection:
         upstream = None
         try:
             try:
-                buffered, hello = self._read_client_hello()
-                self.hello_bytes = bytes(buffered)
-                members = self._route(hello)
-                self.state = "policy"
-                flow = PolicyFlow(self, hello, members[0])
-                endpoint = flow.run()
-                if endpoint is not members[0]:
-                    members = self._routing.pool_of(endpoint)
-                self.state = "dialing"
-                upstream, endpoint = self._dial(members, endpoint)
-                upstream_side = self._send_preamble(upstream, endpoint, buffered)
+                upstream, upstream_side = self._prepare()
                 self.state = "relaying"
                 limits = self._routing.limits
-                client_side = self.tls if self.tls is not None else self.client
+                tls = self.tls
                 self.relay = Relay(
-                    client_side,
+                    tls if tls is not None else self.client,
                     upstream_side,
                     record,
                     limits.client_idle_timeout,
                     limits.server_idle_timeout,
-                    tls_sides=self.tls is not None,
+                    tls_sides=tls is not None,
                 )
+                del upstream_side, tls
                 record.close_reason = self.relay.run()
             except (ConnectionClosed, RelayClosed) as e:
                 record.close_reason = e.reason
@@ -106,6 +107,30 @@ class Connection:
             self.client.close()
             record.end_ts = time.time()
             self._emit(record)
+
+    def _prepare(self):
+        """Everything before the relay; returns (upstream socket, upstream side to relay to).
+
+        Its own frame, so the ClientHello, its buffer and the policy flow are freed
+        before a long-lived relay starts rather than held for the connection's life.
+        """
+        buffered, hello = self._read_client_hello()
+        members = self._route(hello)
+        endpoint = members[0]
+        if endpoint.traffic_policy is not None:
+            self.state = "policy"
+            self.hello_bytes = bytes(buffered)  # a terminate-tls handshake starts from it
+            endpoint = PolicyFlow(self, hello, endpoint).run()
+            self.hello_bytes = b""
+            if endpoint is not members[0]:
+                members = self._routing.pool_of(endpoint)
+        self.state = "dialing"
+        upstream, endpoint = self._dial(members, endpoint)
+        try:
+            return upstream, self._send_preamble(upstream, endpoint, buffered)
+        except BaseException:
+            upstream.close()
+            raise
 
     # -- steps ---------------------------------------------------------------
 
@@ -167,12 +192,18 @@ class Connection:
             tls_info["error"] = e.reason
             if e.alert is not None:
                 tls_info["alert_sent"] = alerts.ALERT_NAMES.get(e.alert, str(e.alert))
-            reason = "handshake_timeout" if isinstance(e, TLSHandshakeTimeout) else "handshake_failed"
+            reason = (
+                "handshake_timeout" if isinstance(e, TLSHandshakeTimeout) else "handshake_failed"
+            )
             self._close_gracefully()
             raise ConnectionClosed(reason) from e
         tls = self.tls
         tls_info.update(
-            {"version": tls.version, "cipher_suite": tls.cipher_suite, "negotiated_alpn": tls.alpn or ""}
+            {
+                "version": tls.version,
+                "cipher_suite": tls.cipher_suite,
+                "negotiated_alpn": tls.alpn or "",
+            }
         )
         peer = tls.peer_certificate()
         if peer is not None:
@@ -216,7 +247,11 @@ class Connection:
         payload = header if self.tls is not None else header + buffered
         try:
             if payload:
-                upstream.sendall(payload)
+                # A fresh connection's send buffer takes a ClientHello whole: send() first
+                # spares sendall()'s SO_SNDBUF lookup, a syscall per connection.
+                sent = upstream.send(payload)
+                if sent < len(payload):
+                    upstream.sendall(memoryview(payload)[sent:])
         except OSError as e:
             raise ConnectionClosed("upstream_reset") from e
         if self.tls is None:

@@ -60,7 +60,11 @@ class PolicyFlow:
             route = self.routing.table.forward_target(url)
             if route is None or hops >= MAX_FORWARD_DEPTH:
                 code = "ERR_NGROK_3200" if route is None else "forward_loop"
-                message = f"no internal endpoint at {url}" if route is None else "too many forward-internal hops"
+                message = (
+                    f"no internal endpoint at {url}"
+                    if route is None
+                    else "too many forward-internal hops"
+                )
                 if decision.resume is None:  # on_error: halt
                     self.record.extra["forward_error"] = message
                     raise ConnectionClosed("forward_internal_failed")
@@ -92,7 +96,9 @@ class PolicyFlow:
             ja4_fingerprint=record.ja4_fingerprint,
             tls=self.tls_vars,
         )
-        return evaluate(endpoint.traffic_policy, conn_vars, now, self.routing.rate_limiter, resume=resume)
+        return evaluate(
+            endpoint.traffic_policy, conn_vars, now, self.routing.rate_limiter, resume=resume
+        )
 
     def _tls_vars(self) -> dict:
         tls = self.conn.tls

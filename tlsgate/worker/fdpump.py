@@ -1,0 +1,231 @@
+"""One direction of a plain-socket relay, driven by event-loop readiness callbacks.
+
+Small reads (handshake flights, requests) are copied through one scratch buffer shared
+by the worker; a read of `BULK` bytes or more means a bulk transfer, and from then on
+the direction moves with `os.splice` through a pipe of its own (zero copy), so idle
+and handshake traffic never holds a pipe. Created by `Relay` in tlsgate/worker/relay.py.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+
+from tlsgate.worker.relaybase import Leg, RelayClosed, closed_by, shutdown_write
+
+log = logging.getLogger("tlsgate.worker.relay")
+
+# TLSGATE_RELAY=copy forces the portable loop on Linux too (tests run both paths).
+_USE_SPLICE = hasattr(os, "splice") and os.environ.get("TLSGATE_RELAY") != "copy"
+_SPLICE_FLAGS = getattr(os, "SPLICE_F_MOVE", 1) | getattr(os, "SPLICE_F_NONBLOCK", 2)
+_CHUNK = 256 * 1024
+_PIPE_SIZE = 256 * 1024
+_F_SETPIPE_SZ = 1031
+_BULK = 16 * 1024
+"""A read this large means a bulk transfer: splice from then on (TLS records are at most 16 KiB)."""
+_SCRATCH = bytearray(64 * 1024)
+"""Shared by every relay of the worker: nothing yields between a read into it and the write."""
+_SCRATCH_VIEW = memoryview(_SCRATCH)
+_READ, _WRITE = 1, 2
+_ROUNDS = 8
+"""Reads per readiness callback: up to 2 MiB of a bulk transfer per turn of the event loop."""
+_PIPE_WARN_INTERVAL = 60.0
+
+
+class FdDirection:
+    """One direction of a plain-socket relay, driven by the event loop's io watchers.
+
+    Waits for the source to be readable, moves what arrived, and waits for the
+    destination to be writable only when it would not take everything at once.
+    """
+
+    __slots__ = (
+        "relay",
+        "dst",
+        "src_fd",
+        "dst_fd",
+        "leg",
+        "upstream_bound",
+        "loop",
+        "reader",
+        "writer",
+        "pending",
+        "pipe_r",
+        "pipe_w",
+        "piped",
+        "may_splice",
+        "ended",
+    )
+
+    def __init__(self, relay, src, dst, leg: Leg, upstream_bound: bool, loop):
+        self.relay = relay
+        self.dst = dst
+        self.src_fd = src.fileno()
+        self.dst_fd = dst.fileno()
+        self.leg = leg
+        self.upstream_bound = upstream_bound
+        self.loop = loop
+        self.reader = loop.io(self.src_fd, _READ)
+        self.writer = None
+        """Made on the first write that would block (each watcher costs a syscall to make)."""
+        self.pending: memoryview | None = None
+        """Copied bytes the destination has not taken yet (our own copy, not the scratch buffer)."""
+        self.pipe_r = self.pipe_w = -1
+        self.piped = 0
+        """Bytes in the pipe the destination has not taken yet."""
+        self.may_splice = _USE_SPLICE
+        self.ended = False
+
+    def on_readable(self) -> None:
+        try:
+            self._move()
+        except RelayClosed as e:
+            self.relay._finish(e.reason)
+        except Exception:
+            self.relay._crash()
+
+    def on_writable(self) -> None:
+        try:
+            if self._flush():
+                self.writer.stop()
+                self.reader.start(self.on_readable)
+                self._move()  # whatever arrived meanwhile; saves a loop iteration
+        except RelayClosed as e:
+            self.relay._finish(e.reason)
+        except Exception:
+            self.relay._crash()
+
+    def _move(self) -> None:
+        """Move what the source has, until it has no more (at most `_ROUNDS` reads, so one
+        bulk transfer cannot hold up the rest of the worker)."""
+        record = self.relay.record
+        for _ in range(_ROUNDS):
+            if self.pipe_w >= 0:
+                try:
+                    n = os.splice(self.src_fd, self.pipe_w, _CHUNK, flags=_SPLICE_FLAGS)
+                except BlockingIOError:
+                    return
+                except OSError as e:
+                    raise closed_by(e, self._src_name, record) from e
+                self.piped = n
+                drained = n < _CHUNK
+            else:
+                try:
+                    n = os.readv(self.src_fd, (_SCRATCH,))
+                except BlockingIOError:
+                    return
+                except OSError as e:
+                    raise closed_by(e, self._src_name, record) from e
+                if n:
+                    try:
+                        sent = os.write(self.dst_fd, _SCRATCH_VIEW[:n])
+                    except BlockingIOError:
+                        sent = 0
+                    except OSError as e:
+                        raise closed_by(e, self._dst_name, record) from e
+                    if sent < n:
+                        self.pending = memoryview(bytes(_SCRATCH_VIEW[sent:n]))
+                    if n >= _BULK and self.may_splice:
+                        self._open_pipe()
+                # A short read emptied the socket: reading again now would only say EAGAIN.
+                drained = n < _BULK
+            if n == 0:
+                self._ended()
+                return
+            self.leg.last_activity = time.monotonic()
+            if self.upstream_bound:
+                record.bytes_in += n
+            else:
+                record.bytes_out += n
+            if not self._flush():
+                # The destination is not taking more: stop reading until it does. A peer that
+                # stops reading stalls this leg too, and the idle rule still applies.
+                self.reader.stop()
+                if self.writer is None:
+                    self.writer = self.loop.io(self.dst_fd, _WRITE)
+                self.writer.start(self.on_writable)
+                return
+            if drained:
+                return
+
+    def _flush(self) -> bool:
+        """Give the destination what is pending; True when nothing is left."""
+        try:
+            if self.piped:
+                while self.piped:
+                    self.piped -= os.splice(
+                        self.pipe_r, self.dst_fd, self.piped, flags=_SPLICE_FLAGS
+                    )
+            elif self.pending is not None:
+                pending = self.pending
+                while pending:
+                    pending = pending[os.write(self.dst_fd, pending) :]
+                self.pending = None
+        except BlockingIOError:
+            return False
+        except OSError as e:
+            raise closed_by(e, self._dst_name, self.relay.record) from e
+        return True
+
+    def _open_pipe(self) -> None:
+        try:
+            self.pipe_r, self.pipe_w = _make_pipe()
+        except OSError as e:
+            # Out of descriptors (EMFILE/ENFILE): this direction keeps copying, which works.
+            self.may_splice = False
+            _warn_no_pipe(e)
+
+    def _ended(self) -> None:
+        self.leg.ended = True
+        self.ended = True
+        self.stop_watching()
+        try:
+            shutdown_write(self.dst)
+        except OSError as e:
+            raise closed_by(e, self._dst_name, self.relay.record) from e
+        self.relay._direction_ended()
+
+    @property
+    def _src_name(self) -> str:
+        return "client" if self.upstream_bound else "upstream"
+
+    @property
+    def _dst_name(self) -> str:
+        return "upstream" if self.upstream_bound else "client"
+
+    def stop_watching(self) -> None:
+        self.reader.stop()
+        if self.writer is not None:
+            self.writer.stop()
+
+    def close(self) -> None:
+        self.reader.close()
+        if self.writer is not None:
+            self.writer.close()
+        if self.pipe_r >= 0:
+            os.close(self.pipe_r)
+            os.close(self.pipe_w)
+            self.pipe_r = self.pipe_w = -1
+        self.pending = None
+
+
+_last_pipe_warning = [0.0]
+
+
+def _warn_no_pipe(e: OSError) -> None:
+    now = time.monotonic()
+    if now - _last_pipe_warning[0] >= _PIPE_WARN_INTERVAL:
+        _last_pipe_warning[0] = now
+        log.warning("relay: cannot create a splice pipe (%s); copying instead", e)
+
+
+def _make_pipe() -> tuple[int, int]:
+    r, w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+    try:
+        import fcntl
+
+        fcntl.fcntl(w, _F_SETPIPE_SZ, _PIPE_SIZE)
+    except OSError:
+        pass  # pipe-max-size may be lower for unprivileged users; the default pipe still works
+    return r, w
