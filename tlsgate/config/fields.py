@@ -409,21 +409,20 @@ def parse_user(value: object) -> str:
     """A user that exists on this machine, by name or uid (kept as written)."""
     import pwd
 
-    text = str(value) if isinstance(value, int) and not isinstance(value, bool) else expect_str(value)
-    try:
-        pwd.getpwuid(int(text)) if text.isdigit() else pwd.getpwnam(text)
-    except (KeyError, OverflowError) as e:
-        raise FieldError(f"no user {json.dumps(text)} on this machine") from e
-    return text
+    return _existing_id(value, "user", pwd.getpwuid, pwd.getpwnam)
 
 
 def parse_group(value: object) -> str:
     """A group that exists on this machine, by name or gid (kept as written)."""
     import grp
 
+    return _existing_id(value, "group", grp.getgrgid, grp.getgrnam)
+
+
+def _existing_id(value: object, kind: str, by_id, by_name) -> str:
     text = str(value) if isinstance(value, int) and not isinstance(value, bool) else expect_str(value)
     try:
-        grp.getgrgid(int(text)) if text.isdigit() else grp.getgrnam(text)
+        by_id(int(text)) if text.isdigit() else by_name(text)
     except (KeyError, OverflowError) as e:
-        raise FieldError(f"no group {json.dumps(text)} on this machine") from e
+        raise FieldError(f"no {kind} {json.dumps(text)} on this machine") from e
     return text
