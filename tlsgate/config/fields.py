@@ -260,14 +260,9 @@ def parse_listen_address(value: object) -> HostPort:
     if isinstance(value, int) and not isinstance(value, bool):
         raise FieldError(f'expected a string such as "127.0.0.1:{value}", got {describe(value)}')
     text = expect_str(value).strip()
-    bracketed = _BRACKETED.fullmatch(text)
-    if bracketed:
-        host, port_text = bracketed.groups()
-        try:
-            host = str(ipaddress.IPv6Address(host))
-        except ValueError as e:
-            raise FieldError(f"{json.dumps(host)} in brackets is not an IPv6 address") from e
-        return HostPort(host, _parse_port(port_text, text))
+    bracketed = _parse_bracketed(text)
+    if bracketed is not None:
+        return bracketed
     host, sep, port_text = text.rpartition(":")
     if not sep:
         raise FieldError(f"expected {_LISTEN_FORMS}, got {describe(value)}")
@@ -296,6 +291,19 @@ TLS_UPSTREAM_MESSAGE = (
     "endpoint's traffic policy has no terminate-tls action; in passthrough the client's own "
     "TLS already reaches the upstream end to end, so write the upstream as HOST:PORT"
 )
+
+
+def _parse_bracketed(text: str) -> HostPort | None:
+    """``[V6]:PORT`` as a HostPort; None when ``text`` has no brackets."""
+    bracketed = _BRACKETED.fullmatch(text)
+    if not bracketed:
+        return None
+    host, port_text = bracketed.groups()
+    try:
+        host = str(ipaddress.IPv6Address(host))
+    except ValueError as e:
+        raise FieldError(f"{json.dumps(host)} in brackets is not an IPv6 address") from e
+    return HostPort(host, _parse_port(port_text, text))
 
 
 def parse_upstream_url(value: object) -> tuple[HostPort, bool]:
@@ -329,14 +337,9 @@ def parse_upstream_address(value: object) -> HostPort:
             )
         text = rest.rstrip("/")
     forms = '"HOST:PORT", "[IPV6]:PORT", "tcp://HOST:PORT" or a port number'
-    bracketed = _BRACKETED.fullmatch(text)
-    if bracketed:
-        host, port_text = bracketed.groups()
-        try:
-            host = str(ipaddress.IPv6Address(host))
-        except ValueError as e:
-            raise FieldError(f"{json.dumps(host)} in brackets is not an IPv6 address") from e
-        return HostPort(host, _parse_port(port_text, text))
+    bracketed = _parse_bracketed(text)
+    if bracketed is not None:
+        return bracketed
     host, sep, port_text = text.rpartition(":")
     if not sep or not host:
         raise FieldError(f"expected {forms}, got {describe(value)}")

@@ -56,20 +56,8 @@ class Deny(Action, type_name="deny"):
 
 
 @dataclass(frozen=True)
-class CloseConnection(Action, type_name="close-connection"):
-    key_path: str
-
-    @classmethod
-    def parse(cls, config, ctx):
-        _no_config(cls, config, ctx)
-        return cls(ctx.key_path) if ctx.ok else None
-
-    @property
-    def terminating(self) -> bool:
-        return True
-
-    def apply(self, state: EvalState) -> Stop:
-        return Stop("close", close_reason="policy_denied")
+class CloseConnection(Deny, type_name="close-connection"):
+    """On a TLS endpoint ngrok's close-connection does what deny does: close, no upstream."""
 
 
 def check_cidr(text: str) -> str | None:
