@@ -17,7 +17,7 @@ from __future__ import annotations
 import logging
 import selectors
 import socket
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 from tlsgate.control.protocol import (
     MAX_MESSAGE_SIZE,
@@ -35,6 +35,19 @@ _MAX_READS_PER_WAKEUP = 64
 """Bounds the time one busy peer can keep the master's loop from everything else."""
 MAX_OUTPUT = 64 * 1024 * 1024
 """Output held for one peer before it counts as not reading and is dropped."""
+
+
+def accept_ready(listener: socket.socket, what: str) -> Iterator[socket.socket]:
+    """The connections waiting on a non-blocking listener, a bounded batch per wakeup."""
+    for _ in range(_MAX_READS_PER_WAKEUP):
+        try:
+            sock, _ = listener.accept()
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError as e:
+            log.warning("%s: accept failed: %s", what, e)
+            return
+        yield sock
 
 
 def create_channel() -> tuple[socket.socket, socket.socket]:

@@ -41,7 +41,7 @@ from tlsgate.control.protocol import (
     encode_message,
     parse_request,
 )
-from tlsgate.master.channels import FramedStream
+from tlsgate.master.channels import FramedStream, accept_ready
 
 log = logging.getLogger(__name__)
 
@@ -195,14 +195,7 @@ class ControlServer:
 
     def _accept(self, mask: int) -> None:
         assert self.sock is not None
-        for _ in range(64):
-            try:
-                sock, _ = self.sock.accept()
-            except (BlockingIOError, InterruptedError):
-                return
-            except OSError as e:
-                log.warning("control socket: accept failed: %s", e)
-                return
+        for sock in accept_ready(self.sock, "control socket"):
             pid, uid, _gid = _PEERCRED.unpack(
                 sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _PEERCRED.size)
             )

@@ -17,6 +17,7 @@ import time
 from collections.abc import Callable
 
 from tlsgate.config.model import HostPort
+from tlsgate.master.channels import accept_ready
 from tlsgate.metrics import CONTENT_TYPE
 
 log = logging.getLogger(__name__)
@@ -76,14 +77,7 @@ class MetricsServer:
         return min((c.deadline for c in self.clients.values()), default=None)
 
     def _accept(self, mask: int) -> None:
-        for _ in range(64):
-            try:
-                sock, _ = self.sock.accept()
-            except (BlockingIOError, InterruptedError):
-                return
-            except OSError as e:
-                log.warning("metrics: accept failed: %s", e)
-                return
+        for sock in accept_ready(self.sock, "metrics"):
             sock.setblocking(False)
             client = _HttpClient(sock, time.monotonic() + REQUEST_TIMEOUT)
             self.clients[sock.fileno()] = client
