@@ -28,6 +28,10 @@ def create_listener(address: HostPort) -> socket.socket:
         if family == socket.AF_INET6:
             # "[::]:8443" and "0.0.0.0:8443" are configured separately, as in the example.
             sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        # Linux copies TCP_NODELAY to every socket accept() returns: set once here, the
+        # workers spare a setsockopt() per connection (relayed handshake flights and
+        # small records must not wait for Nagle).
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         sock.bind((address.host, address.port))
         sock.listen(BACKLOG)
         sock.setblocking(False)

@@ -1,17 +1,19 @@
-"""Serving one client connection: ClientHello, route, policy, TLS, dial, PROXY, relay, event.
+"""Serving one client connection in a greenlet: policy, TLS, dial, PROXY, relay, event.
 
-Called by the worker's accept loop (tlsgate/worker/server.py) in a greenlet per
-connection. Parsing, routing, policy evaluation and event building are pure modules;
-this module does the socket I/O and the bookkeeping between them.
+Connections start in tlsgate/worker/fastpath.py, which reads and routes the
+ClientHello from event-loop callbacks; `Server` hands a connection over to this
+module when the rest needs a greenlet: a traffic policy (rules, maybe the TLS
+handshake of a terminate-tls), a dialer that must resolve a name, or an alert followed
+by a graceful close. Parsing, routing, policy evaluation and event building are pure
+modules; this module does the socket I/O and the bookkeeping between them.
 
-States: ``hello`` (reading the ClientHello) -> ``policy`` (rules, maybe the TLS
-handshake of a terminate-tls) -> ``dialing`` -> ``relaying`` -> ``closed``. Whatever
-ends the connection, exactly one event is emitted for it.
+States: ``policy`` -> ``dialing`` -> ``relaying`` -> ``closed``. A plain relay runs on
+event-loop callbacks (the greenlet ends once it starts); a relay with a TLS side runs
+in the greenlet. Whatever ends the connection, `Server` hears of it exactly once.
 """
 
 from __future__ import annotations
 
-import random
 import socket
 import time
 from collections.abc import Callable
@@ -21,10 +23,8 @@ import gevent
 from tlsgate.config.model import EndpointConfig, UpstreamConfig
 from tlsgate.events import ConnectionRecord
 from tlsgate.proto import alerts
-from tlsgate.proto.clienthello import ClientHello, ClientHelloError, ClientHelloReader
-from tlsgate.proto.ja4 import ja4_fingerprint
+from tlsgate.proto.clienthello import ClientHello
 from tlsgate.proto.proxy_protocol import build_v1, build_v2
-from tlsgate.proto.sni import normalise_sni
 from tlsgate.tls.clientcert import describe_certificate
 from tlsgate.tls.gsocket import TLSHandshakeError, TLSHandshakeTimeout
 from tlsgate.worker.policyflow import PolicyFlow
@@ -39,7 +39,7 @@ __all__ = ["Connection", "ConnectionClosed", "Routing"]
 
 
 class Connection:
-    """One client connection from accept to close."""
+    """One client connection, from its routed ClientHello to close."""
 
     __slots__ = (
         "client",
@@ -49,8 +49,9 @@ class Connection:
         "relay",
         "tls",
         "hello_bytes",
+        "dial_latency",
         "_routing",
-        "_emit",
+        "_finished",
     )
 
     def __init__(
@@ -58,64 +59,93 @@ class Connection:
         client,
         record: ConnectionRecord,
         routing: Routing,
-        emit: Callable[[ConnectionRecord], None],
+        finished: Callable[[ConnectionRecord, float | None], None],
     ):
         self.client = client
         self.record = record
-        self.state = "hello"
+        self.state = "policy"
         self.greenlet: gevent.Greenlet | None = None
         self.relay: Relay | None = None
         self.tls = None
         """The terminated client TLS connection (`GreenTLSConnection`), if any."""
         self.hello_bytes = b""
         """Everything the client sent before routing (its ClientHello records)."""
+        self.dial_latency: float | None = None
+        """Seconds from the first dial attempt to a connected upstream (the reporter's histogram)."""
         self._routing = routing
-        self._emit = emit
+        self._finished = finished
 
     def close(self, reason: str) -> None:
         """End this connection from another greenlet (drain deadline, kill)."""
+        if self.state == "closed":
+            return
         if self.relay is not None:
             self.relay.stop(reason)
         elif self.greenlet is not None:
             self.greenlet.kill(ConnectionClosed(reason), block=False)
 
-    def serve(self) -> None:
-        record = self.record
+    def serve_routed(
+        self, buffered: bytearray, hello: ClientHello, members: list[EndpointConfig]
+    ) -> None:
+        """The greenlet's work, from a routed ClientHello (``buffered``: every byte read)."""
         upstream = None
+        reason = "error"
+        relaying_by_callbacks = False
         try:
             try:
-                upstream, upstream_side = self._prepare()
+                upstream, upstream_side = self._prepare(buffered, hello, members)
+                del buffered, hello, members  # not held while a long relay runs
                 self.state = "relaying"
                 limits = self._routing.limits
                 tls = self.tls
                 self.relay = Relay(
                     tls if tls is not None else self.client,
                     upstream_side,
-                    record,
+                    self.record,
                     limits.client_idle_timeout,
                     limits.server_idle_timeout,
                     tls_sides=tls is not None,
                 )
                 del upstream_side, tls
-                record.close_reason = self.relay.run()
+                if self.tls is None:
+                    # Plain sockets: callbacks relay them, and this greenlet ends here.
+                    self.relay.start(lambda why: self._end(why, upstream))
+                    relaying_by_callbacks = True
+                    return
+                reason = self.relay.run()
             except (ConnectionClosed, RelayClosed) as e:
-                record.close_reason = e.reason
+                reason = e.reason
         finally:
-            self.state = "closed"
-            if upstream is not None:
-                upstream.close()
-            self.client.close()
-            record.end_ts = time.time()
-            self._emit(record)
+            if not relaying_by_callbacks:
+                self._end(reason, upstream)
 
-    def _prepare(self):
+    def refuse(self, reason: str, alert: int) -> None:
+        """Send ``alert``, close gracefully, report ``reason``."""
+        try:
+            self.fail(reason, alert)
+        except ConnectionClosed as e:
+            reason = e.reason
+        finally:
+            self._end(reason, None)
+
+    def _end(self, reason: str, upstream) -> None:
+        if self.state == "closed":
+            return
+        self.state = "closed"
+        if upstream is not None:
+            upstream.close()
+        self.client.close()
+        record = self.record
+        record.close_reason = reason
+        record.end_ts = time.time()
+        self._finished(record, self.dial_latency)
+
+    def _prepare(self, buffered: bytearray, hello: ClientHello, members: list[EndpointConfig]):
         """Everything before the relay; returns (upstream socket, upstream side to relay to).
 
         Its own frame, so the ClientHello, its buffer and the policy flow are freed
         before a long-lived relay starts rather than held for the connection's life.
         """
-        buffered, hello = self._read_client_hello()
-        members = self._route(hello)
         endpoint = members[0]
         if endpoint.traffic_policy is not None:
             self.state = "policy"
@@ -133,47 +163,6 @@ class Connection:
             raise
 
     # -- steps ---------------------------------------------------------------
-
-    def _read_client_hello(self) -> tuple[bytearray, ClientHello]:
-        limits = self._routing.limits
-        # Incremental: re-parsing the whole buffer after every read would be quadratic.
-        reader = ClientHelloReader(limits.max_handshake_message)
-        timer = gevent.Timeout.start_new(
-            limits.client_hello_timeout, ConnectionClosed("client_hello_timeout")
-        )
-        try:
-            while True:
-                try:
-                    data = self.client.recv(_RECV_SIZE)
-                except OSError as e:
-                    raise ConnectionClosed("client_reset") from e
-                if not data:
-                    raise ConnectionClosed("eof")
-                self.record.bytes_in += len(data)
-                try:
-                    hello = reader.feed(data)
-                except ClientHelloError as e:
-                    self.fail(e.reason, e.alert)
-                if hello is not None:
-                    return reader.buffer, hello
-        finally:
-            timer.close()
-
-    def _route(self, hello: ClientHello) -> list[EndpointConfig]:
-        record = self.record
-        record.ja4_fingerprint = ja4_fingerprint(hello)
-        sni = normalise_sni(hello.server_name)
-        alert = alerts.UNRECOGNIZED_NAME if self._routing.on_unknown_sni == "alert" else None
-        if sni is None:
-            self.fail("no_sni", alert)
-        record.server_name = sni
-        route = self._routing.table.lookup(sni, record.server_port)
-        if route is None:
-            self.fail("unknown_sni", alert)
-        record.endpoint_url = route.url
-        members = route.pick_order(random)
-        record.endpoint_name = members[0].name
-        return members
 
     def terminate(self, decision, endpoint: EndpointConfig) -> None:
         """Complete the client's TLS handshake at the gateway (a terminate-tls decision)."""
@@ -213,19 +202,20 @@ class Connection:
         """Connect to the chosen endpoint's upstream, failing over to pool members with the
         same policy (the buffered ClientHello is replayed, so retrying is safe)."""
         timeout = self._routing.limits.upstream_connect_timeout
-        candidates = [chosen] + [
-            m for m in members if m is not chosen and self._routing.same_policy(m, chosen)
-        ]
         failure: DialError | None = None
-        for member in candidates:
+        started = time.monotonic()
+        for member in self._routing.failover_order(members, chosen):
             dialer = self._routing.dialers[member.name]
             self.record.upstream_addr = dialer.label
             if self.record.extra.get("forwarded_to") is None:
                 self.record.endpoint_name = member.name
             try:
-                return dialer.dial(timeout), member
+                upstream = dialer.dial(timeout)
             except DialError as e:
                 failure = e
+                continue
+            self.dial_latency = time.monotonic() - started
+            return upstream, member
         assert failure is not None
         self.record.upstream_error = failure.detail
         raise ConnectionClosed(failure.reason)

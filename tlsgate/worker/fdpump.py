@@ -77,6 +77,12 @@ class FdDirection:
         self.may_splice = _USE_SPLICE
         self.ended = False
 
+    def wait_to_send(self, data: bytes) -> None:
+        """Start with ``data`` pending for the destination: read only once it has taken it."""
+        self.pending = memoryview(data)
+        self.writer = self.loop.io(self.dst_fd, _WRITE)
+        self.writer.start(self.on_writable)
+
     def on_readable(self) -> None:
         try:
             self._move()
@@ -158,9 +164,9 @@ class FdDirection:
                         self.pipe_r, self.dst_fd, self.piped, flags=_SPLICE_FLAGS
                     )
             elif self.pending is not None:
-                pending = self.pending
-                while pending:
-                    pending = pending[os.write(self.dst_fd, pending) :]
+                while self.pending:
+                    # Keep the remainder after every write: the next one may stop short.
+                    self.pending = self.pending[os.write(self.dst_fd, self.pending) :]
                 self.pending = None
         except BlockingIOError:
             return False

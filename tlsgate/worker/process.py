@@ -1,9 +1,9 @@
 """A worker process: entered right after fork, never returns.
 
-Order matters (gevent's own advice): patch and reinitialise the hub first,
-re-wrap the inherited listening sockets as cooperative sockets (a blocking
-inherited socket would silently serialise the worker), then import and start
-everything else.
+Order matters (gevent's own advice): patch and reinitialise the hub first, then
+import and start everything else. The inherited listening sockets stay plain,
+non-blocking sockets: the server accepts from event-loop callbacks
+(tlsgate/worker/server.py).
 
 Signals (from the master): SIGTERM = drain (stop accepting, let open
 connections finish up to `drain_timeout`, then close them with reason
@@ -36,23 +36,22 @@ def run_worker(
     import gevent.event
 
     gevent.reinit()
+    # Nothing here reads the spawn tree; tracking it costs every greenlet a captured
+    # parent reference and a dict.
+    gevent.config.track_greenlet_tree = False
 
     from gevent import socket
 
     from tlsgate.control.counters import ConnectionCounters
     from tlsgate.worker.eventsink import EventSink
-    from tlsgate.worker.reporter import Reporter, instrument_dialers
+    from tlsgate.worker.reporter import Reporter
     from tlsgate.worker.routing import build_routing
     from tlsgate.worker.server import Server
 
-    green_listeners = []
-    for sock in listeners:
-        family, type_, proto = sock.family, sock.type, sock.proto
-        green_listeners.append(socket.socket(family, type_, proto, fileno=sock.detach()))
-
     routing = build_routing(config)
     sink = EventSink(config.events.file)
-    server = Server(green_listeners, routing, sink, _connection_limits(config))
+    # The listeners stay plain sockets: the server accepts from event-loop callbacks.
+    server = Server(listeners, routing, sink, _connection_limits(config))
     if config.gateway.user is not None:
         from tlsgate.privileges import drop_privileges, resolve_ids
 
@@ -61,11 +60,11 @@ def run_worker(
         drop_privileges(*resolve_ids(config.gateway.user, config.gateway.group))
     reporter = None
     if channel is not None:
-        timings: dict = {}
-        instrument_dialers(routing, timings)
-        green_channel = socket.socket(channel.family, channel.type, channel.proto, fileno=channel.detach())
+        green_channel = socket.socket(
+            channel.family, channel.type, channel.proto, fileno=channel.detach()
+        )
         counters = ConnectionCounters(alert_on_unknown_sni=config.gateway.on_unknown_sni == "alert")
-        reporter = Reporter(green_channel, server, generation, counters, timings)
+        reporter = Reporter(green_channel, server, generation, counters)
     stopping = gevent.event.Event()
     fast = gevent.event.Event()
 
@@ -121,4 +120,6 @@ def _connection_limits(config):
 
     limits = config.limits
     total = limits.max_connections or default_max_connections(config.gateway.workers)
-    return ConnectionLimits(config.gateway.state_dir / TABLE_NAME, total, limits.max_connections_per_ip)
+    return ConnectionLimits(
+        config.gateway.state_dir / TABLE_NAME, total, limits.max_connections_per_ip
+    )

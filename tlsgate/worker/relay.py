@@ -1,11 +1,11 @@
 """Two-way byte relay between a client and an upstream socket.
 
-`tlsgate.worker.connection` makes one `Relay` per connection and calls `run()` in
-the connection's own greenlet; `stop(reason)` ends it from any other greenlet.
-
-Plain sockets (passthrough) are relayed without a greenlet of their own: the handler's
-greenlet waits once, and the event loop's readiness callbacks move the bytes, so a
-message costs no greenlet switch and an idle connection holds one greenlet. Small
+The connection handlers (tlsgate/worker/fastpath.py, tlsgate/worker/connection.py)
+make one `Relay` per connection. Plain sockets (passthrough) are relayed with
+`start(on_done)`: the event loop's readiness callbacks move the bytes and call
+``on_done(reason)`` at the end, so a message costs no greenlet switch and an idle
+connection holds no greenlet at all. TLS sides are relayed with `run()` in the
+handler's greenlet. `stop(reason)` ends either from any other greenlet. Small
 reads (handshake flights, requests) are copied through one scratch buffer shared by
 the worker; a read of `fdpump._BULK` bytes or more means a bulk transfer, and from then on
 that direction moves with `os.splice` through a pipe of its own (zero copy). So an
@@ -28,12 +28,10 @@ from __future__ import annotations
 
 import logging
 import socket as stdlib_socket
-import sys
 import time
 
 import gevent
 from gevent import get_hub
-from gevent.hub import Waiter
 
 from tlsgate.events import ConnectionRecord
 from tlsgate.worker.fdpump import FdDirection
@@ -61,10 +59,10 @@ class Relay:
         "upstream_leg",
         "_streams",
         "_reason",
-        "_waiter",
         "_directions",
         "_pumps",
         "_up_done",
+        "_on_done",
     )
 
     def __init__(
@@ -87,16 +85,41 @@ class Relay:
         self._streams = tls_sides
         self._reason: str | None = None
         """Set once, by whatever ends the relay first."""
-        self._waiter: Waiter | None = None
         self._directions: tuple[FdDirection, ...] = ()
         self._pumps: tuple[gevent.Greenlet, ...] = ()
         self._up_done = False
+        self._on_done = None
+
+    def start(self, on_done, client_pending: bytes = b"") -> None:
+        """Relay plain sockets from event-loop callbacks; returns at once.
+
+        ``on_done(reason)`` is called once, from the event loop or from the greenlet that
+        called `stop`, after the watchers are closed (the sockets are the caller's to
+        close). ``client_pending``: bytes for the upstream that it did not take yet (the
+        rest of a ClientHello replay); they go before anything else the client sends.
+        """
+        loop = get_hub().loop
+        self._on_done = on_done
+        client, upstream = self.client, self.upstream
+        self._directions = (
+            FdDirection(self, client, upstream, self.client_leg, True, loop),
+            FdDirection(self, upstream, client, self.upstream_leg, False, loop),
+        )
+        _SWEEPER.add(self)
+        to_upstream, to_client = self._directions
+        if client_pending:
+            to_upstream.wait_to_send(client_pending)
+        else:
+            to_upstream.reader.start(to_upstream.on_readable)
+        to_client.reader.start(to_client.on_readable)
 
     def run(self) -> str:
-        """Relay until done; returns the close reason. Sockets are left for the caller to close."""
+        """Relay TLS sides in this greenlet until done; returns the close reason. Sockets
+        are left for the caller to close."""
+        assert self._streams, "plain sockets are relayed with start()"
         _SWEEPER.add(self)
         try:
-            return self._run_streams() if self._streams else self._run_fds()
+            return self._run_streams()
         finally:
             _SWEEPER.discard(self)
 
@@ -104,9 +127,8 @@ class Relay:
         """Called from another greenlet (drain deadline, kill, idle sweeper): ends both directions."""
         if self._reason is not None:
             return
-        if self._waiter is not None:
-            # Waiter.switch must run in the hub: end the fd relay from a loop callback.
-            get_hub().loop.run_callback(self._finish, reason)
+        if self._on_done is not None:
+            self._finish(reason)  # never switches: safe from any greenlet and from the hub
             return
         self._reason = reason
         current = gevent.getcurrent()
@@ -119,44 +141,27 @@ class Relay:
 
     # -- plain sockets: event-loop callbacks, no greenlet of their own -----------------
 
-    def _run_fds(self) -> str:
-        hub = get_hub()
-        self._waiter = Waiter(hub)
-        client, upstream = self.client, self.upstream
-        self._directions = (
-            FdDirection(self, client, upstream, self.client_leg, True, hub.loop),
-            FdDirection(self, upstream, client, self.upstream_leg, False, hub.loop),
-        )
-        try:
-            for direction in self._directions:
-                direction.reader.start(direction.on_readable)
-            return self._waiter.get()
-        finally:
-            for direction in self._directions:
-                direction.close()
-            self._directions = ()
-
     def _finish(self, reason: str) -> None:
-        """In the hub: end both directions, wake the handler with the reason."""
+        """End both directions, close the watchers, tell the owner why."""
         if self._reason is not None:
             return
         self._reason = reason
+        _SWEEPER.discard(self)
         for direction in self._directions:
             direction.stop_watching()
-        self._waiter.switch(reason)
+            direction.close()
+        self._directions = ()
+        on_done, self._on_done = self._on_done, None
+        on_done(reason)
 
     def _direction_ended(self) -> None:
         if all(d.ended for d in self._directions):
             self._finish("eof")
 
     def _crash(self) -> None:
-        """A bug in a callback: raise it in the handler's greenlet, where it is reported."""
-        if self._reason is not None:
-            return
-        self._reason = "error"
-        for direction in self._directions:
-            direction.stop_watching()
-        self._waiter.throw(*sys.exc_info())
+        """A bug in a callback: log it with its traceback and close the connection."""
+        log.exception("connection %s: relay failed", self.record.conn_id)
+        self._finish("error")
 
     # -- TLS sides: the handler's greenlet pumps one way, a second greenlet the other ---
 

@@ -45,51 +45,12 @@ EVENT_BATCH = 500
 MAX_QUEUED_EVENTS = 20_000
 
 
-class TimedDialer:
-    """Wraps a `Dialer` to time ClientHello-to-upstream: first dial attempt to connected upstream.
-
-    The dial starts right after the ClientHello has been read and routed, so this
-    is the latency the gateway adds before the upstream sees the client's bytes.
-    Timings are kept per greenlet (one connection = one greenlet) until the
-    connection finishes.
-    """
-
-    __slots__ = ("inner", "label", "_timings")
-
-    def __init__(self, inner, timings: dict):
-        self.inner = inner
-        self.label = inner.label
-        self._timings = timings
-
-    def dial(self, timeout: float):
-        key = gevent.getcurrent()
-        started = self._timings.get(key, (time.monotonic(), None))[0]
-        self._timings[key] = (started, None)
-        sock = self.inner.dial(timeout)
-        self._timings[key] = (started, time.monotonic())
-        return sock
-
-    def __getattr__(self, name: str):
-        return getattr(self.inner, name)
-
-
-def instrument_dialers(routing, timings: dict) -> None:
-    """Wrap every dialer of ``routing`` in a `TimedDialer` (in place; its dict is not frozen)."""
-    dialers = getattr(routing, "dialers", None)
-    if isinstance(dialers, dict):
-        for name, dialer in list(dialers.items()):
-            dialers[name] = TimedDialer(dialer, timings)
-
-
 class Reporter:
-    def __init__(
-        self, channel, server, generation: int, counters: ConnectionCounters, timings: dict
-    ):
+    def __init__(self, channel, server, generation: int, counters: ConnectionCounters):
         self.channel = channel
         self.server = server
         self.generation = generation
         self.counters = counters
-        self.timings = timings
         self.pid = os.getpid()
         self.events: deque[dict] = deque()
         self.dropped_events = 0
@@ -108,12 +69,11 @@ class Reporter:
             gevent.spawn(self._event_loop),
         ]
 
-    def connection_finished(self, record: ConnectionRecord, event: dict) -> None:
-        timing = self.timings.pop(gevent.getcurrent(), None)
-        latency = None
-        if timing is not None and timing[1] is not None:
-            latency = timing[1] - timing[0]
-        self.counters.count_closed(record, latency)
+    def connection_finished(
+        self, record: ConnectionRecord, event: dict, dial_latency: float | None
+    ) -> None:
+        """Called by `Server` (from a greenlet or an event-loop callback: never blocks)."""
+        self.counters.count_closed(record, dial_latency)
         if len(self.events) >= MAX_QUEUED_EVENTS:
             self.dropped_events += 1
             return

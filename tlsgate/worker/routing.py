@@ -7,10 +7,16 @@ builds a new one in a new generation of workers; nothing here changes at run tim
 
 from __future__ import annotations
 
+import random
 from dataclasses import dataclass
 from typing import Any
 
 from tlsgate.config.model import Config, EndpointConfig, LimitsConfig
+from tlsgate.events import ConnectionRecord
+from tlsgate.proto import alerts
+from tlsgate.proto.clienthello import ClientHello
+from tlsgate.proto.ja4 import ja4_fingerprint
+from tlsgate.proto.sni import normalise_sni
 from tlsgate.routing import RouteTable
 from tlsgate.worker.upstream import Dialer, TcpDialer
 
@@ -21,6 +27,14 @@ class ConnectionClosed(Exception):
     def __init__(self, reason: str):
         super().__init__(reason)
         self.reason = reason
+
+
+class RouteRefused(ConnectionClosed):
+    """The ClientHello names no endpoint; ``alert`` is the TLS alert to send first, if any."""
+
+    def __init__(self, reason: str, alert: int | None):
+        super().__init__(reason)
+        self.alert = alert
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,6 +83,30 @@ class Routing:
             if endpoint in route.members:
                 return [endpoint] + [m for m in route.members if m is not endpoint]
         return [endpoint]
+
+    def route(self, record: ConnectionRecord, hello: ClientHello) -> list[EndpointConfig]:
+        """The endpoints to try for ``hello``, chosen one first; fills the record's SNI,
+        JA4 and endpoint. Raises `RouteRefused` when no endpoint serves the name."""
+        record.ja4_fingerprint = ja4_fingerprint(hello)
+        sni = normalise_sni(hello.server_name)
+        alert = alerts.UNRECOGNIZED_NAME if self.on_unknown_sni == "alert" else None
+        if sni is None:
+            raise RouteRefused("no_sni", alert)
+        record.server_name = sni
+        route = self.table.lookup(sni, record.server_port)
+        if route is None:
+            raise RouteRefused("unknown_sni", alert)
+        record.endpoint_url = route.url
+        members = route.pick_order(random)
+        record.endpoint_name = members[0].name
+        return members
+
+    def failover_order(
+        self, members: list[EndpointConfig], chosen: EndpointConfig
+    ) -> list[EndpointConfig]:
+        """``chosen``, then the pool members a failed dial may fall over to: those with the
+        same policy (the buffered ClientHello is replayed, so retrying is safe)."""
+        return [chosen] + [m for m in members if m is not chosen and self.same_policy(m, chosen)]
 
     @staticmethod
     def same_policy(a: EndpointConfig, b: EndpointConfig) -> bool:

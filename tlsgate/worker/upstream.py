@@ -8,6 +8,7 @@ session held by one worker, without the handler or the route table changing.
 
 from __future__ import annotations
 
+import _socket
 import errno
 import socket as stdlib_socket
 from typing import Protocol
@@ -71,12 +72,57 @@ class TcpDialer:
                         "upstream_reset", f"connect {self.label}: {errno.errorcode[err]}"
                     )
                 raise DialError(
-                    "upstream_connect_failed", f"connect {self.label}: {errno.errorcode.get(err, err)}"
+                    "upstream_connect_failed",
+                    f"connect {self.label}: {errno.errorcode.get(err, err)}",
                 )
             raise DialError("upstream_connect_timeout", f"connect {self.label}: timed out")
         except BaseException:
             sock.close()
             raise
+
+    # -- for the callback-driven fast path (tlsgate/worker/fastpath.py) -------------------
+
+    @property
+    def connects_without_greenlet(self) -> bool:
+        """Whether `start_connect` can be used: the address is a literal (no DNS to wait for)."""
+        return self._family is not None
+
+    def start_connect(self) -> _socket.socket:
+        """A non-blocking plain socket whose connect() has been started.
+
+        The caller waits for it to become writable (or for its own timeout) and then
+        calls `finish_connect`. A plain ``_socket.socket``, not a gevent one: the
+        fast path drives it with event-loop watchers of its own.
+        """
+        sock = _socket.socket(self._family, _socket.SOCK_STREAM)
+        try:
+            sock.setblocking(False)
+            sock.setsockopt(_socket.IPPROTO_TCP, _socket.TCP_NODELAY, 1)
+            err = sock.connect_ex(self._sockaddr)
+            if err not in (0, errno.EINPROGRESS, errno.EISCONN):
+                raise _connect_error(self.label, err)
+        except BaseException:
+            sock.close()
+            raise
+        return sock
+
+    def finish_connect(self, sock: _socket.socket) -> None:
+        """Raise `DialError` if the connect `start_connect` began has failed."""
+        err = sock.getsockopt(_socket.SOL_SOCKET, _socket.SO_ERROR)
+        if err not in (0, errno.EISCONN):
+            raise _connect_error(self.label, err)
+
+    def timeout_error(self) -> DialError:
+        return DialError("upstream_connect_timeout", f"connect {self.label}: timed out")
+
+
+def _connect_error(label: str, err: int) -> DialError:
+    if err in _RESET_AFTER_ACCEPT:
+        # The handshake completed (a refused SYN is ECONNREFUSED) and the upstream reset
+        # before we looked: reading SO_ERROR cleared the error, so the socket would now
+        # look like a clean EOF. Report what happened instead.
+        return DialError("upstream_reset", f"connect {label}: {errno.errorcode[err]}")
+    return DialError("upstream_connect_failed", f"connect {label}: {errno.errorcode.get(err, err)}")
 
 
 def _resolve_literal(address: HostPort):

@@ -1,0 +1,146 @@
+"""The callback-driven fast path (tlsgate/worker/fastpath.py) and its hand-over to greenlets.
+
+Every other integration test runs through the fast path too; these pin what is
+particular to it: connections listed and killed in each of its states, a ClientHello
+replay the upstream takes only bit by bit, and the hand-over for an upstream given by
+host name (the dialer must resolve it, which needs a greenlet).
+"""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+
+import pytest
+
+from tests.integration.test_adversarial import _hello_of, records
+from tests.integration.test_control import control
+from tests.support.faulty import FullBacklogUpstream
+from tests.support.gateway import greeting, wait_for
+from tests.support.upstream import client_hello_bytes
+from tlsgate.proto.proxy_protocol import parse_proxy_header
+
+pytestmark = pytest.mark.integration
+
+
+def endpoint(name, url, address, **upstream):
+    return {"name": name, "url": url, "upstream": {"url": address, **upstream}}
+
+
+def _rows(c) -> list[dict]:
+    return c.request("connections.list")["connections"]
+
+
+def _kill_the_one_in(gw, state: str) -> dict:
+    """Wait for the gateway's only connection to be in ``state``, kill it, return its row."""
+    with control(gw) as c:
+        [row] = wait_for(lambda: [r for r in _rows(c) if r["state"] == state] or None, what=state)
+        c.request("connections.kill", id=row["id"])
+    return row
+
+
+def test_a_connection_waiting_for_its_client_hello_is_listed_and_killed(gateway, upstreams):
+    gw = gateway({"endpoints": [endpoint("app", "tls://app.example.test", upstreams("app").address)]})
+    part = client_hello_bytes("app.example.test")[:20]
+    with socket.create_connection(("127.0.0.1", gw.port), timeout=10) as s:
+        s.sendall(part)
+        row = _kill_the_one_in(gw, "hello")
+        assert s.recv(100) == b""
+    [event] = gw.wait_events(1)
+    assert event["object"]["id"] == row["id"]
+    assert event["object"]["close_reason"] == "killed"
+    assert event["object"]["conn"]["bytes_in"] == len(part)
+    assert event["object"]["endpoint"] is None
+
+
+@pytest.fixture
+def silent():
+    upstream = FullBacklogUpstream()
+    yield upstream
+    upstream.close()
+
+
+def test_a_connection_dialing_a_silent_upstream_is_listed_and_killed(gateway, silent):
+    gw = gateway(
+        {
+            "limits": {"upstream_connect_timeout": "60s"},
+            "endpoints": [endpoint("b", "tls://b.example.test", silent.address)],
+        }
+    )
+    with socket.create_connection(("127.0.0.1", gw.port), timeout=10) as s:
+        s.sendall(client_hello_bytes("b.example.test"))
+        row = _kill_the_one_in(gw, "dialing")
+        assert row["endpoint"] == "b"
+        assert s.recv(100) == b""
+    event = gw.wait_events(1)[0]["object"]
+    assert event["close_reason"] == "killed"
+    assert event["upstream"] == {"addr": silent.address}
+
+
+class SlowReader:
+    """A plain upstream with a small receive buffer that reads nothing for a while, then
+    everything until EOF: the gateway's ClientHello replay cannot go out in one send()."""
+
+    def __init__(self, wait: float):
+        self.sock = socket.socket()
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(4)
+        self.address = f"127.0.0.1:{self.sock.getsockname()[1]}"
+        self.wait = wait
+        self.received = b""
+        self.done = threading.Event()
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        conn, _ = self.sock.accept()
+        with conn:
+            time.sleep(self.wait)
+            while chunk := conn.recv(65536):
+                self.received += chunk
+            conn.sendall(b"got it")
+        self.done.set()
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+def test_a_replay_the_upstream_takes_slowly_arrives_whole_and_before_later_bytes(gateway):
+    """360 KB of ClientHello (60 KB in 1-byte records) plus a PROXY v2 header, to an upstream
+    that reads nothing for a second: the rest waits in the relay, the bytes the client sends
+    after the hello queue behind it, and the upstream gets all of it in order."""
+    upstream = SlowReader(wait=1.0)
+    gw = gateway(
+        {
+            "limits": {"client_hello_timeout": "30s"},
+            "endpoints": [endpoint("app", "tls://app.example.test", upstream.address, proxy_protocol=2)],
+        }
+    )
+    wire = records(_hello_of(60_000), 1)
+    after = b"bytes the client sent after its hello\n" * 100
+    try:
+        with socket.create_connection(("127.0.0.1", gw.port), timeout=30) as s:
+            s.sendall(wire)
+            s.sendall(after)
+            s.shutdown(socket.SHUT_WR)
+            assert s.recv(100) == b"got it"
+        assert upstream.done.wait(30)
+    finally:
+        upstream.close()
+    header = parse_proxy_header(upstream.received)
+    assert header.version == 2 and header.authority == "app.example.test"
+    assert upstream.received[header.length :] == wire + after
+    event = gw.wait_events(1)[0]["object"]
+    assert event["close_reason"] == "eof"
+    assert event["conn"]["bytes_in"] == len(wire) + len(after)
+
+
+def test_an_upstream_named_by_host_name_is_dialled_from_a_greenlet(gateway, upstreams, pki):
+    app = upstreams("app")
+    port = app.address.rsplit(":", 1)[1]
+    gw = gateway({"endpoints": [endpoint("app", "tls://app.example.test", f"localhost:{port}")]})
+    assert greeting(gw.port, "app.example.test", pki.files.cert) == "hello from app"
+    event = gw.wait_events(1)[0]["object"]
+    assert event["upstream"] == {"addr": f"localhost:{port}"}
+    assert event["close_reason"] == "eof"

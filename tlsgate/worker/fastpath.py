@@ -1,0 +1,277 @@
+"""Serving a connection from event-loop callbacks alone, as long as nothing needs a greenlet.
+
+`Server` (tlsgate/worker/server.py) gives every accepted socket to a `FastConnection`.
+It reads the ClientHello, routes it, dials the upstream and starts the relay, all from
+the event loop's readiness and timer callbacks: no greenlet, no gevent socket object and
+no Timeout per connection. That is the whole life of a passthrough connection to an
+endpoint without a traffic policy whose upstream is a literal address: most of what a
+gateway carries. docs/benchmarks.md measures what this saves per connection (CPU, and
+memory while it sits idle).
+
+Whatever must wait in the middle of Python code is handed over, with everything read so
+far, to the greenlet-based `Connection` (tlsgate/worker/connection.py): a traffic policy
+(it may terminate TLS), an alert followed by a graceful close, a dialer that resolves a
+host name (or, later, opens a tunnel).
+
+States, as `tlsgate ctl conns` shows them: ``hello`` -> ``dialing`` -> ``relaying`` ->
+``closed``. Whatever ends the connection, `Server` hears of it exactly once.
+"""
+
+from __future__ import annotations
+
+import _socket
+import logging
+import time
+
+from gevent import get_hub
+
+from tlsgate.config.model import EndpointConfig
+from tlsgate.events import ConnectionRecord
+from tlsgate.proto.clienthello import ClientHello, ClientHelloError, ClientHelloReader
+from tlsgate.proto.proxy_protocol import build_v1, build_v2
+from tlsgate.worker.relay import Relay
+from tlsgate.worker.routing import RouteRefused, Routing
+from tlsgate.worker.upstream import DialError
+
+log = logging.getLogger(__name__)
+
+_RECV_SIZE = 16 * 1024
+_READ, _WRITE = 1, 2
+
+
+class FastConnection:
+    """One client connection served by callbacks; see the module docstring."""
+
+    __slots__ = (
+        "client",
+        "family",
+        "record",
+        "state",
+        "relay",
+        "dial_latency",
+        "_routing",
+        "_server",
+        "_hello",
+        "_buffered",
+        "_watcher",
+        "_timer",
+        "_candidates",
+        "_member",
+        "_dialer",
+        "_upstream",
+        "_dial_started",
+        "_failure",
+    )
+
+    def __init__(
+        self,
+        client: _socket.socket,
+        family: int,
+        record: ConnectionRecord,
+        routing: Routing,
+        server,
+    ):
+        self.client = client
+        self.family = family
+        self.record = record
+        self.state = "hello"
+        self.relay: Relay | None = None
+        self.dial_latency: float | None = None
+        """Seconds from the first dial attempt to a connected upstream (the reporter's histogram)."""
+        self._routing = routing
+        self._server = server
+        """`Server`: told when the connection ends (`finished`) or moves to a greenlet (`hand_over`)."""
+        self._hello: ClientHelloReader | None = None
+        self._buffered: bytearray | None = None
+        self._watcher = None
+        self._timer = None
+        self._candidates: list[EndpointConfig] = []
+        self._member: EndpointConfig | None = None
+        self._dialer = None
+        self._upstream: _socket.socket | None = None
+        self._dial_started = 0.0
+        self._failure: DialError | None = None
+
+    # -- life --------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Read the ClientHello now if it is there (a client usually sends it with the
+        TCP handshake), else wait for it."""
+        self._hello = ClientHelloReader(self._routing.limits.max_handshake_message)
+        self._guarded(self._read_hello)
+
+    def close(self, reason: str) -> None:
+        """End this connection from a greenlet (drain deadline, kill) or a callback."""
+        if self.state == "closed":
+            return
+        if self.relay is not None:
+            self.relay.stop(reason)
+        else:
+            self._end(reason)
+
+    def _guarded(self, step, *args) -> None:
+        # A bug in a step must not leave the connection open and unreported.
+        try:
+            step(*args)
+        except Exception:
+            log.exception("connection %s: %s failed", self.record.conn_id, self.state)
+            self._end("error")
+
+    # -- hello -------------------------------------------------------------------------
+
+    def _read_hello(self) -> None:
+        while True:
+            try:
+                data = self.client.recv(_RECV_SIZE)
+            except BlockingIOError:
+                if self._watcher is None:
+                    self._wait_for_hello()
+                return
+            except OSError:
+                self._end("client_reset")
+                return
+            if not data:
+                self._end("eof")
+                return
+            self.record.bytes_in += len(data)
+            try:
+                hello = self._hello.feed(data)
+            except ClientHelloError as e:
+                self._refuse(e.reason, e.alert)
+                return
+            if hello is not None:
+                self._stop_waiting()
+                self._route(hello)
+                return
+
+    def _wait_for_hello(self) -> None:
+        loop = get_hub().loop
+        self._watcher = loop.io(self.client.fileno(), _READ)
+        self._watcher.start(self._guarded, self._read_hello)
+        self._timer = loop.timer(self._routing.limits.client_hello_timeout)
+        self._timer.start(self._guarded, self._end, "client_hello_timeout")
+
+    def _route(self, hello: ClientHello) -> None:
+        buffered = self._hello.buffer
+        self._hello = None
+        routing = self._routing
+        try:
+            members = routing.route(self.record, hello)
+        except RouteRefused as e:
+            self._refuse(e.reason, e.alert)
+            return
+        chosen = members[0]
+        candidates = routing.failover_order(members, chosen)
+        if chosen.traffic_policy is not None or not all(
+            getattr(routing.dialers[m.name], "connects_without_greenlet", False) for m in candidates
+        ):
+            self._stop_waiting()
+            self._server.hand_over(self, buffered, hello, members)
+            return
+        self._buffered = buffered
+        self._candidates = candidates
+        self.state = "dialing"
+        self._dial_started = time.monotonic()
+        self._dial_next()
+
+    def _refuse(self, reason: str, alert: int | None) -> None:
+        if alert is None:
+            self._end(reason)
+        else:
+            # An alert wants a graceful close (half-close, drain): a greenlet's work.
+            self._stop_waiting()
+            self._server.hand_over_refusal(self, reason, alert)
+
+    # -- dial --------------------------------------------------------------------------
+
+    def _dial_next(self) -> None:
+        record = self.record
+        while self._candidates:
+            member = self._candidates.pop(0)
+            dialer = self._routing.dialers[member.name]
+            record.upstream_addr = dialer.label
+            record.endpoint_name = member.name
+            try:
+                self._upstream = dialer.start_connect()
+            except DialError as e:
+                self._failure = e
+                continue
+            self._member, self._dialer = member, dialer
+            loop = get_hub().loop
+            self._watcher = loop.io(self._upstream.fileno(), _WRITE)
+            self._watcher.start(self._guarded, self._connected)
+            self._timer = loop.timer(self._routing.limits.upstream_connect_timeout)
+            self._timer.start(self._guarded, self._dial_failed, None)
+            return
+        record.upstream_error = self._failure.detail
+        self._end(self._failure.reason)
+
+    def _connected(self) -> None:
+        self._stop_waiting()
+        try:
+            self._dialer.finish_connect(self._upstream)
+        except DialError as e:
+            self._dial_failed(e)
+            return
+        self.dial_latency = time.monotonic() - self._dial_started
+        self._start_relay()
+
+    def _dial_failed(self, error: DialError | None) -> None:
+        self._stop_waiting()
+        self._failure = error or self._dialer.timeout_error()
+        self._upstream.close()
+        self._upstream = None
+        self._dial_next()
+
+    # -- relay -------------------------------------------------------------------------
+
+    def _start_relay(self) -> None:
+        record = self.record
+        upstream = self._upstream
+        endpoint_upstream = self._member.upstream
+        payload = self._buffered
+        self._buffered = None
+        if endpoint_upstream.proxy_protocol:
+            client = (record.client_ip, record.client_port)
+            server = (record.server_ip, record.server_port)
+            if endpoint_upstream.proxy_protocol == 1:
+                header = build_v1(client, server)
+            else:
+                header = build_v2(client, server, authority=record.server_name)
+            payload = header + payload
+        try:
+            sent = upstream.send(payload)
+        except BlockingIOError:
+            sent = 0
+        except OSError:
+            self._end("upstream_reset")
+            return
+        self.state = "relaying"
+        limits = self._routing.limits
+        self.relay = Relay(
+            self.client, upstream, record, limits.client_idle_timeout, limits.server_idle_timeout
+        )
+        self.relay.start(self._end, bytes(payload[sent:]) if sent < len(payload) else b"")
+
+    # -- end ---------------------------------------------------------------------------
+
+    def _stop_waiting(self) -> None:
+        if self._watcher is not None:
+            self._watcher.close()
+            self._watcher = None
+        if self._timer is not None:
+            self._timer.close()
+            self._timer = None
+
+    def _end(self, reason: str) -> None:
+        if self.state == "closed":
+            return
+        self.state = "closed"
+        self._stop_waiting()
+        if self._upstream is not None:
+            self._upstream.close()
+        self.client.close()
+        record = self.record
+        record.close_reason = reason
+        record.end_ts = time.time()
+        self._server.finished(record, self.dial_latency)
