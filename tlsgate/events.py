@@ -10,7 +10,8 @@ event (ngrok-tls-facts.md §5.1) plus tlsgate's own `endpoint`, `upstream`,
 from __future__ import annotations
 
 import json
-import secrets
+import math
+import os
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
@@ -48,13 +49,38 @@ CLOSE_REASONS = (
 )
 
 
+_SECOND_PREFIXES: dict[int, str] = {}
+"""``%Y-%m-%dT%H:%M:%S`` per whole second: a connection's timestamps share a few seconds."""
+_ENCODER = json.JSONEncoder(separators=(",", ":"))
+
+
 def rfc3339(ts: float) -> str:
-    """RFC 3339 UTC with microseconds, as ngrok's events carry them."""
-    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    """RFC 3339 UTC with microseconds, as ngrok's events carry them.
+
+    The same text as ``datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")``
+    (microseconds rounded half to even, as ``fromtimestamp`` rounds them), with the
+    formatted second cached instead of building a datetime and calling strftime.
+    """
+    fraction, whole = math.modf(ts)
+    micros = round(fraction * 1e6)
+    if micros >= 1_000_000:
+        micros -= 1_000_000
+        whole += 1.0
+    elif micros < 0:
+        micros += 1_000_000
+        whole -= 1.0
+    second = int(whole)
+    prefix = _SECOND_PREFIXES.get(second)
+    if prefix is None:
+        if len(_SECOND_PREFIXES) >= 64:
+            _SECOND_PREFIXES.clear()
+        prefix = datetime.fromtimestamp(second, UTC).strftime("%Y-%m-%dT%H:%M:%S")
+        _SECOND_PREFIXES[second] = prefix
+    return f"{prefix}.{micros:06d}Z"
 
 
 def new_event_id() -> str:
-    return "ev_" + secrets.token_hex(13)
+    return "ev_" + os.urandom(13).hex()  # what secrets.token_hex(13) returns
 
 
 @dataclass(slots=True)
@@ -87,6 +113,7 @@ class ConnectionRecord:
 
 
 def build_closed_event(rec: ConnectionRecord) -> dict:
+    end_ts = rfc3339(rec.end_ts if rec.end_ts is not None else rec.start_ts)
     endpoint = None
     if rec.endpoint_name is not None:
         endpoint = {"name": rec.endpoint_name, "url": rec.endpoint_url}
@@ -100,7 +127,7 @@ def build_closed_event(rec: ConnectionRecord) -> dict:
             "server_port": rec.server_port,
             "server_name": rec.server_name,
             "start_ts": rfc3339(rec.start_ts),
-            "end_ts": rfc3339(rec.end_ts if rec.end_ts is not None else rec.start_ts),
+            "end_ts": end_ts,
         },
         "ja4_fingerprint": rec.ja4_fingerprint,
         "endpoint": endpoint,
@@ -115,11 +142,11 @@ def build_closed_event(rec: ConnectionRecord) -> dict:
     return {
         "event_id": new_event_id(),
         "event_type": EVENT_TYPE_CLOSED,
-        "event_timestamp": rfc3339(rec.end_ts if rec.end_ts is not None else rec.start_ts),
+        "event_timestamp": end_ts,
         "object": obj,
     }
 
 
 def encode_event(event: dict) -> bytes:
     """One JSON line; compact separators keep the events file small."""
-    return json.dumps(event, separators=(",", ":")).encode() + b"\n"
+    return _ENCODER.encode(event).encode() + b"\n"  # = json.dumps(event, separators=...)

@@ -67,7 +67,12 @@ class TerminateTlsAction(Action, type_name="terminate-tls"):
             return None
 
         def text(t: Template | None) -> str | None:
-            return None if t is None else format_value(state.render(t))
+            if t is None:
+                return None
+            parts = t.parts
+            if len(parts) == 1 and type(parts[0]) is str:
+                return parts[0]  # static: what rendering returns, without building CEL's context
+            return format_value(state.render(t))
 
         decided = TerminateTls(
             min_version=self.min_version,

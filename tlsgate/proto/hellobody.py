@@ -4,6 +4,13 @@
 handshake body to `parse_body` here; this module knows the message layout
 (RFC 8446 §4.1.2) and the extensions the gateway reads (SNI, ALPN, supported
 versions, signature algorithms, groups, point formats). Pure: bytes in, values out.
+
+`parse_body` first tries `_parse_well_formed`, a straight walk over a ``bytes`` copy
+that accepts only what the careful parser accepts and gives up (None) at the first
+thing it would have to report; the careful parser then runs and raises the precise
+error. So every outcome is the careful parser's, at a third of its cost for the
+hellos real clients send (tests/unit/test_perf_equivalence.py pins the equivalence, and the
+clienthello fuzz target checks it on every input: scripts/fuzz/fuzzchecks/clienthello.py).
 """
 
 from __future__ import annotations
@@ -137,6 +144,13 @@ def _u16_list(data: memoryview, field: str) -> tuple[int, ...]:
 
 
 def parse_body(body: memoryview, raw_length: int) -> ClientHello:
+    hello = _parse_well_formed(bytes(body), raw_length)
+    if hello is not None:
+        return hello
+    return _parse_body_checked(body, raw_length)
+
+
+def _parse_body_checked(body: memoryview, raw_length: int) -> ClientHello:
     reader = _Reader(body, "ClientHello")
     legacy_version = reader.u16("legacy_version")
     if legacy_version >> 8 != 3:
@@ -245,3 +259,115 @@ def _parse_alpn(data: memoryview) -> tuple[str, ...]:
             raise _bad(DECODE_ERROR, "alpn: empty protocol name")
         protocols.append(str(name, "latin-1"))
     return tuple(protocols)
+
+
+def _u16s(data: bytes, start: int, length: int) -> tuple[int, ...] | None:
+    """``length`` bytes at ``start`` as a non-empty list of 16-bit values, else None."""
+    if length == 0 or length & 1:
+        return None
+    return struct.unpack_from(f">{length >> 1}H", data, start)
+
+
+def _parse_well_formed(data: bytes, raw_length: int) -> ClientHello | None:
+    """`_parse_body_checked`'s result for a hello it accepts; None where it would raise."""
+    end = len(data)
+    if end < 35 or data[0] != 3:
+        return None
+    legacy_version = data[0] << 8 | data[1]
+    session_id = data[34]
+    if session_id > 32:
+        return None
+    pos = 35 + session_id
+    if pos + 2 > end:
+        return None
+    length = data[pos] << 8 | data[pos + 1]
+    pos += 2
+    if pos + length > end:
+        return None
+    cipher_suites = _u16s(data, pos, length)
+    if cipher_suites is None:
+        return None
+    pos += length
+    if pos >= end or data[pos] == 0 or pos + 1 + data[pos] > end:
+        return None
+    pos += 1 + data[pos]
+    if pos == end:
+        return ClientHello(legacy_version, cipher_suites, (), raw_length=raw_length)
+    if pos + 2 > end or pos + 2 + (data[pos] << 8 | data[pos + 1]) != end:
+        return None
+    pos += 2
+    extensions: list[int] = []
+    seen: set[int] = set()
+    server_name = None
+    alpn: tuple[str, ...] = ()
+    versions: tuple[int, ...] = ()
+    signature_algorithms: tuple[int, ...] = ()
+    groups: tuple[int, ...] = ()
+    point_formats: tuple[int, ...] = ()
+    while pos < end:
+        if pos + 4 > end:
+            return None
+        ext_type = data[pos] << 8 | data[pos + 1]
+        start = pos + 4
+        pos = start + (data[pos + 2] << 8 | data[pos + 3])
+        if pos > end or ext_type in seen:
+            return None
+        seen.add(ext_type)
+        extensions.append(ext_type)
+        if ext_type not in _PARSED_EXTENSIONS:
+            continue
+        size = pos - start
+        if ext_type == EXT_SERVER_NAME:
+            # exactly one host_name entry: list length, type 0, name length, name
+            if size < 6 or data[start] << 8 | data[start + 1] != size - 2 or data[start + 2]:
+                return None
+            if data[start + 3] << 8 | data[start + 4] != size - 5:
+                return None
+            name = data[start + 5 : pos]
+            if not name.isascii():
+                return None
+            server_name = name.decode("ascii")
+        elif ext_type == EXT_ALPN:
+            if size < 4 or data[start] << 8 | data[start + 1] != size - 2:
+                return None
+            names = []
+            at = start + 2
+            while at < pos:
+                name_end = at + 1 + data[at]
+                if name_end == at + 1 or name_end > pos:
+                    return None
+                names.append(data[at + 1 : name_end].decode("latin-1"))
+                at = name_end
+            alpn = tuple(names)
+        elif ext_type == EXT_SUPPORTED_VERSIONS:
+            if size < 1 or data[start] != size - 1:
+                return None
+            versions = _u16s(data, start + 1, size - 1)
+            if versions is None:
+                return None
+        elif ext_type == EXT_EC_POINT_FORMATS:
+            if size < 2 or data[start] != size - 1:
+                return None
+            point_formats = tuple(data[start + 1 : pos])
+        else:  # signature_algorithms, supported_groups
+            if size < 2 or data[start] << 8 | data[start + 1] != size - 2:
+                return None
+            values = _u16s(data, start + 2, size - 2)
+            if values is None:
+                return None
+            if ext_type == EXT_SIGNATURE_ALGORITHMS:
+                signature_algorithms = values
+            else:
+                groups = values
+    return ClientHello(
+        legacy_version,
+        cipher_suites,
+        tuple(extensions),
+        server_name,
+        alpn,
+        versions,
+        signature_algorithms,
+        groups,
+        point_formats,
+        raw_length,
+    )

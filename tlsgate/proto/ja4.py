@@ -27,6 +27,11 @@ character twice), otherwise the first and last characters of the value's hex
 form (0xAB 0xCD -> "ad"). FoxIO's Python and Rust tools differ from JA4.md here
 (they print "x0" for a one-character value and "9" for a non-ASCII character);
 we follow the specification. No client we know sends such ALPN values.
+
+Cost: the hashes of parts b and c are cached by the (GREASE-free, sorted) lists they
+hash, in a small bounded dict: a client sends the same lists on every connection
+(Chrome's random GREASE values and extension order are removed before the lookup).
+`ja4_raw` keeps the plain computation the fast path is tested against.
 """
 
 from __future__ import annotations
@@ -50,12 +55,55 @@ _VERSION_CODES = {
     0xFEFC: "d3",
 }
 _EXT_SUPPORTED_VERSIONS = 0x002B
+_GREASE = frozenset(0x0A0A + 0x1010 * i for i in range(16))
+"""The 16 GREASE values of `is_grease` (cipher suites and extension types are 16-bit)."""
+_NOT_IN_PART_C = frozenset({EXT_SERVER_NAME, EXT_ALPN})
+_HASH_CACHE: dict[tuple, str] = {}
+_HASH_CACHE_SIZE = 4096
+"""Distinct lists kept; beyond it the cache starts over (clients are few, lists repeat)."""
 
 
 def ja4_fingerprint(hello: ClientHello, transport: str = "t") -> str:
     """The JA4 fingerprint of ``hello``, e.g. ``t13d1516h2_8daaf6152771_e5627efa2ab1``."""
-    prefix, ciphers, extensions = _ja4_parts(hello, transport)
-    return f"{prefix}_{_hash12(ciphers)}_{_hash12(extensions)}"
+    if transport not in TRANSPORTS:
+        raise ValueError(f"JA4 transport must be one of {TRANSPORTS}, not {transport!r}")
+    grease = _GREASE
+    ciphers = [c for c in hello.cipher_suites if c not in grease]
+    extensions = [e for e in hello.extensions if e not in grease]
+    ciphers.sort()
+    part_c = [e for e in extensions if e not in _NOT_IN_PART_C]
+    part_c.sort()
+    signature_algorithms = [s for s in hello.signature_algorithms if s not in grease]
+    key_b = tuple(ciphers)
+    key_c = (tuple(part_c), tuple(signature_algorithms))
+    cache = _HASH_CACHE
+    hash_b = cache.get(key_b)
+    if hash_b is None:
+        hash_b = _remember(key_b, _hash12(_hex_list(ciphers)))
+    hash_c = cache.get(key_c)
+    if hash_c is None:
+        text = _hex_list(part_c)
+        if signature_algorithms:
+            text = f"{text}_{_hex_list(signature_algorithms)}"
+        hash_c = _remember(key_c, _hash12(text))
+    first_alpn = hello.alpn[0].encode("latin-1") if hello.alpn else None
+    return (
+        f"{transport}{_version_code(hello, extensions)}"
+        f"{'d' if EXT_SERVER_NAME in extensions else 'i'}"
+        f"{min(len(ciphers), 99):02d}{min(len(extensions), 99):02d}{alpn_chars(first_alpn)}"
+        f"_{hash_b}_{hash_c}"
+    )
+
+
+def _remember(key: tuple, value: str) -> str:
+    if len(_HASH_CACHE) >= _HASH_CACHE_SIZE:
+        _HASH_CACHE.clear()
+    _HASH_CACHE[key] = value
+    return value
+
+
+def _hex_list(values: list[int]) -> str:
+    return ",".join([f"{v:04x}" for v in values])
 
 
 def ja4_raw(hello: ClientHello, transport: str = "t") -> str:
@@ -101,7 +149,7 @@ def _ja4_parts(hello: ClientHello, transport: str) -> tuple[str, str, str]:
 def _version_code(hello: ClientHello, extensions: list[int]) -> str:
     version = hello.legacy_version
     if _EXT_SUPPORTED_VERSIONS in extensions:
-        offered = [v for v in hello.supported_versions if not is_grease(v)]
+        offered = [v for v in hello.supported_versions if v not in _GREASE]
         if offered:
             version = max(offered)
     return _VERSION_CODES.get(version, "00")

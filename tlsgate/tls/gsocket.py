@@ -12,6 +12,15 @@ to the hub). So OpenSSL calls never block, and every byte OpenSSL writes, includ
 the alert of a failed handshake, is flushed to the peer before an error is raised.
 The relay's two greenlets may call `recv` and `sendall` at the same time: flushing is
 serialised by a lock so records never interleave on the wire.
+
+Cost per connection: the hot calls (handshake steps, BIO reads and writes, record
+reads and writes) go to OpenSSL through pyOpenSSL's own cffi binding (``OpenSSL._util``)
+rather than its Python methods, which raise an exception for every "want read" and
+allocate a 64 KiB buffer per BIO read; any other outcome is handed to pyOpenSSL's
+``_raise_ssl_error``, so errors are the exceptions pyOpenSSL raises. Fatal alerts are
+learnt from one module-wide info callback (OpenSSL calls it for every handshake state;
+pyOpenSSL's per-connection callback costs a cffi closure per connection and a weak-dict
+lookup per state). scripts/bench_handshake.py measures it.
 """
 
 from __future__ import annotations
@@ -22,6 +31,8 @@ import gevent
 import gevent.lock
 from cryptography import x509
 from OpenSSL import SSL
+from OpenSSL._util import ffi as _ffi
+from OpenSSL._util import lib as _lib
 
 from tlsgate.errors import TlsgateError
 from tlsgate.tls.contexts import iana_cipher_name, prepare_upstream_connection, verify_error
@@ -31,6 +42,36 @@ SOCKET_READ_SIZE = 65536
 WRITE_CHUNK = 65536
 """Plaintext handed to OpenSSL per flush: bounds the ciphertext buffered in memory."""
 _FATAL = 2
+
+_WANT_READ = _lib.SSL_ERROR_WANT_READ
+_CB_ALERT = _lib.SSL_CB_ALERT
+_CB_READ = _lib.SSL_CB_READ
+_CB_WRITE = _lib.SSL_CB_WRITE
+_SSL_do_handshake = _lib.SSL_do_handshake
+_SSL_get_error = _lib.SSL_get_error
+_SSL_read = _lib.SSL_read
+_SSL_write = _lib.SSL_write
+_BIO_read = _lib.BIO_read
+_BIO_write = _lib.BIO_write
+_reverse_mapping = SSL.Connection._reverse_mapping
+
+_SCRATCH = _ffi.new("char[]", BIO_READ_SIZE)
+"""One buffer for every BIO and record read: the bytes are copied out before anything
+can yield, and gevent runs one greenlet at a time."""
+_scratch_bytes = _ffi.buffer
+
+
+@_ffi.callback("void (*)(const SSL *, int, int)")
+def _record_alert(ssl, where: int, ret: int) -> None:
+    """OpenSSL's info callback: keep the fatal alerts, sent and received, on the Connection."""
+    if where & _CB_ALERT and ret >> 8 == _FATAL:
+        conn = _reverse_mapping.get(ssl)
+        if conn is None:
+            return
+        if where & _CB_WRITE:
+            conn._tlsgate_alert_sent = ret & 0xFF
+        elif where & _CB_READ:
+            conn._tlsgate_alert_received = ret & 0xFF
 
 
 class TLSHandshakeError(TlsgateError):
@@ -60,14 +101,35 @@ class GreenTLSConnection:
         self.sock = sock
         """The gevent socket; `close()` closes it."""
         self.conn = conn
-        self.alert_sent: int | None = None
-        self.alert_received: int | None = None
         self.closed_by_peer = False
         """True once the peer sent close_notify."""
         self.truncated = False
         """True if the peer's TCP stream ended without close_notify."""
         self._flush_lock = gevent.lock.Semaphore()
-        conn.set_info_callback(self._record_alerts)
+        self._ssl = conn._ssl
+        self._into_ssl = conn._into_ssl
+        self._from_ssl = conn._from_ssl
+        conn._tlsgate_alert_sent = None
+        conn._tlsgate_alert_received = None
+        _lib.SSL_set_info_callback(self._ssl, _record_alert)
+
+    @property
+    def alert_sent(self) -> int | None:
+        """Description number of the fatal alert we sent, if any."""
+        return self.conn._tlsgate_alert_sent
+
+    @alert_sent.setter
+    def alert_sent(self, value: int | None) -> None:
+        self.conn._tlsgate_alert_sent = value
+
+    @property
+    def alert_received(self) -> int | None:
+        """Description number of the fatal alert the peer sent, if any."""
+        return self.conn._tlsgate_alert_received
+
+    @alert_received.setter
+    def alert_received(self, value: int | None) -> None:
+        self.conn._tlsgate_alert_received = value
 
     @classmethod
     def server(cls, sock, ctx: SSL.Context) -> GreenTLSConnection:
@@ -78,25 +140,21 @@ class GreenTLSConnection:
     def server_handshake(self, initial_bytes: bytes = b"", timeout: float = 60.0) -> None:
         """Complete the server handshake, starting from bytes already read from the client."""
         if initial_bytes:
-            self.conn.bio_write(initial_bytes)
+            self._feed(initial_bytes)
         self._handshake(timeout)
 
     def _handshake(self, timeout: float) -> None:
         expired = TLSHandshakeTimeout(f"TLS handshake not completed within {timeout:g}s")
         try:
             with gevent.Timeout(timeout, expired):
-                while True:
-                    try:
-                        self.conn.do_handshake()
-                        break
-                    except SSL.WantReadError:
-                        self._flush()
-                        if not self._fill():
-                            raise TLSHandshakeError(
-                                "peer closed the connection during the handshake",
-                                self.alert_sent,
-                                self.alert_received,
-                            ) from None
+                while not self._handshake_step():
+                    self._flush()
+                    if not self._fill():
+                        raise TLSHandshakeError(
+                            "peer closed the connection during the handshake",
+                            self.alert_sent,
+                            self.alert_received,
+                        ) from None
                 self._flush()
         except SSL.Error as exc:
             self._flush_quietly()
@@ -108,36 +166,67 @@ class GreenTLSConnection:
                 f"socket error during the handshake: {exc}", self.alert_sent, self.alert_received
             ) from exc
 
+    def _handshake_step(self) -> bool:
+        """One SSL_do_handshake: True when done, False when it wants more input.
+
+        Anything else goes through pyOpenSSL's error mapping (so callbacks' exceptions
+        and OpenSSL errors are raised exactly as ``Connection.do_handshake`` raises them).
+        """
+        ssl = self._ssl
+        result = _SSL_do_handshake(ssl)
+        if result != 1 and _SSL_get_error(ssl, result) == _WANT_READ:
+            _raise_callback_problems(self.conn._context)
+            return False
+        self.conn._raise_ssl_error(ssl, result)  # raises, unless it really is done
+        return True
+
     # -- data phase ----------------------------------------------------------------
 
     def recv(self, bufsize: int) -> bytes:
         """Up to ``bufsize`` plaintext bytes; b"" at close_notify or end of stream."""
+        if bufsize > BIO_READ_SIZE:
+            bufsize = BIO_READ_SIZE  # a short read is allowed, as on a socket
+        ssl = self._ssl
         while True:
+            result = _SSL_read(ssl, _SCRATCH, bufsize)
+            if result > 0:
+                return _scratch_bytes(_SCRATCH, result)[:]
             try:
-                return self.conn.recv(bufsize)
+                self.conn._raise_ssl_error(ssl, result)
             except SSL.WantReadError:
                 self._flush()  # TLS 1.3 post-handshake replies (KeyUpdate) go out first
                 raw = self.sock.recv(SOCKET_READ_SIZE)
                 if not raw:
                     self.truncated = True
                     return b""
-                self.conn.bio_write(raw)
+                self._feed(raw)
             except SSL.ZeroReturnError:
                 self.closed_by_peer = True
                 return b""
             except SSL.Error as exc:
                 self._flush_quietly()
                 raise TLSStreamError(_reason(exc, None)) from exc
+            else:
+                # SSL_read gave nothing without an error (pyOpenSSL would return b"").
+                return b""
 
     def sendall(self, data: bytes) -> None:
-        view = memoryview(data)
-        for start in range(0, len(view), WRITE_CHUNK):
-            try:
-                self.conn.sendall(view[start : start + WRITE_CHUNK])
-            except SSL.Error as exc:
-                self._flush_quietly()
-                raise TLSStreamError(_reason(exc, None)) from exc
-            self._flush()
+        ssl = self._ssl
+        with _ffi.from_buffer(data) as buffer:
+            size = len(buffer)
+            for start in range(0, size, WRITE_CHUNK):
+                end = min(start + WRITE_CHUNK, size)
+                while start < end:  # as pyOpenSSL's sendall: SSL_write may write less
+                    result = _SSL_write(ssl, buffer + start, end - start)
+                    if result <= 0:
+                        try:
+                            self.conn._raise_ssl_error(ssl, result)
+                        except SSL.Error as exc:
+                            self._flush_quietly()
+                            raise TLSStreamError(_reason(exc, None)) from exc
+                        raise TLSStreamError(f"SSL_write returned {result}")
+                    start += result
+                self._flush()
 
     def shutdown(self) -> None:
         """Send close_notify (TLS's half-close); the peer may still send until it closes."""
@@ -204,19 +293,38 @@ class GreenTLSConnection:
         raw = self.sock.recv(SOCKET_READ_SIZE)
         if not raw:
             return False
-        self.conn.bio_write(raw)
+        self._feed(raw)
         return True
+
+    def _feed(self, raw: bytes) -> None:
+        """Hand bytes from the peer to OpenSSL (a memory BIO takes them all)."""
+        if type(raw) is not bytes:
+            raw = bytes(raw)
+        if _BIO_write(self._into_ssl, raw, len(raw)) != len(raw):
+            self.conn.bio_write(b"")  # not expected of a memory BIO: let pyOpenSSL raise
+            raise MemoryError("OpenSSL's memory BIO did not take the bytes")
+
+    def _outgoing(self) -> bytes:
+        """Everything OpenSSL has written for the peer so far (b"" if nothing)."""
+        from_ssl = self._from_ssl
+        count = _BIO_read(from_ssl, _SCRATCH, BIO_READ_SIZE)
+        if count <= 0:
+            return b""  # an empty memory BIO (the only way its read fails)
+        data = _scratch_bytes(_SCRATCH, count)[:]
+        if count < BIO_READ_SIZE:
+            return data  # a memory BIO's short read means it is now empty
+        chunks = [data]
+        while count == BIO_READ_SIZE:
+            count = _BIO_read(from_ssl, _SCRATCH, BIO_READ_SIZE)
+            if count > 0:
+                chunks.append(_scratch_bytes(_SCRATCH, count)[:])
+        return b"".join(chunks)
 
     def _flush(self) -> None:
         with self._flush_lock:
-            chunks = []
-            while True:
-                try:
-                    chunks.append(self.conn.bio_read(BIO_READ_SIZE))
-                except SSL.WantReadError:
-                    break
-            if chunks:
-                send_all(self.sock, chunks[0] if len(chunks) == 1 else b"".join(chunks))
+            data = self._outgoing()
+            if data:
+                send_all(self.sock, data)
 
     def _flush_quietly(self) -> None:
         """Deliver a final alert if the socket still takes it; the error is raised anyway."""
@@ -225,12 +333,12 @@ class GreenTLSConnection:
         except OSError:
             pass
 
-    def _record_alerts(self, conn: SSL.Connection, where: int, ret: int) -> None:
-        if where & SSL.SSL_CB_ALERT and ret >> 8 == _FATAL:
-            if where & SSL.SSL_CB_WRITE:
-                self.alert_sent = ret & 0xFF
-            elif where & SSL.SSL_CB_READ:
-                self.alert_received = ret & 0xFF
+
+def _raise_callback_problems(ctx: SSL.Context) -> None:
+    """What pyOpenSSL's ``_raise_ssl_error`` does first: re-raise a callback's exception."""
+    for helper in (ctx._verify_helper, ctx._alpn_select_helper, ctx._ocsp_helper):
+        if helper is not None:
+            helper.raise_if_problem()
 
 
 def send_all(sock, data: bytes) -> None:

@@ -31,6 +31,7 @@ class PolicyFlow:
         """Logs of the endpoints already left through forward-internal: the next
         endpoint's evaluation starts a list of its own, and the event keeps them all."""
         self.tls_vars: dict | None = None
+        self._start = datetime.fromtimestamp(self.record.start_ts, UTC)
 
     def run(self) -> EndpointConfig:
         """Evaluate until the connection goes to an upstream: returns the endpoint whose
@@ -89,7 +90,7 @@ class PolicyFlow:
             client_port=record.client_port,
             server_ip=record.server_ip,
             server_port=record.server_port,
-            start=datetime.fromtimestamp(record.start_ts, UTC),
+            start=self._start,
             endpoint=endpoint_vars,
             sni=record.server_name,
             tls_version=self.hello.highest_version,

@@ -14,6 +14,8 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+from OpenSSL import SSL
+
 from tlsgate.config.model import Config, UpstreamConfig
 from tlsgate.config.termination import resolve_material
 from tlsgate.errors import Problems
@@ -45,18 +47,36 @@ class TerminationError(Exception):
 class Terminator:
     def __init__(self, config: Config):
         self.session_resumption = config.tls.session_resumption
-        self.store = CertificateStore.build(c.pair for c in config.certificates if c.pair is not None)
-        self.local_ca = LocalCA(config.gateway.state_dir) if config.tls.auto_certificates == "local-ca" else None
+        self.store = CertificateStore.build(
+            c.pair for c in config.certificates if c.pair is not None
+        )
+        self.local_ca = (
+            LocalCA(config.gateway.state_dir)
+            if config.tls.auto_certificates == "local-ca"
+            else None
+        )
         self.handshake_timeout = config.limits.handshake_timeout
         # Rendered terminate-tls settings (PEM or paths, maybe from ${...}) -> loaded material.
         self._pairs: dict[tuple[str, str, Path], CertificatePair] = {}
         self._cas: dict[tuple[tuple[str, ...], Path], CaBundle] = {}
+        # A decision with its own certificate -> its context: the per-connection lookup is
+        # one dict hit instead of the pair, CA and lru_cache key lookups.
+        self._own_contexts: dict[tuple[TerminateTls, Path], SSL.Context] = {}
 
     def terminate(
         self, client_sock, hello_bytes: bytes, decision: TerminateTls, sni: str, base_dir: Path
     ) -> GreenTLSConnection:
         """The client's TLS, completed from its already-read ClientHello; raises TLSHandshakeError."""
-        pair = self._endpoint_pair(decision, base_dir) or self.store.find(sni)
+        context = self._own_contexts.get((decision, base_dir))
+        if context is None:
+            context = self._context_for(decision, sni, base_dir)
+        tls = GreenTLSConnection.server(client_sock, context)
+        tls.server_handshake(hello_bytes, self.handshake_timeout)
+        return tls
+
+    def _context_for(self, decision: TerminateTls, sni: str, base_dir: Path) -> SSL.Context:
+        own = self._endpoint_pair(decision, base_dir)
+        pair = own or self.store.find(sni)
         if pair is None and self.local_ca is not None:
             try:
                 pair = self.local_ca.issue(sni)
@@ -67,11 +87,15 @@ class Terminator:
             raise TerminationError(f"no certificate for {sni}", alerts.UNRECOGNIZED_NAME)
         cas = self._ca_bundle(decision, base_dir)
         context = server_context(pair, decision, cas, self.session_resumption)
-        tls = GreenTLSConnection.server(client_sock, context)
-        tls.server_handshake(hello_bytes, self.handshake_timeout)
-        return tls
+        if own is not None:
+            if len(self._own_contexts) >= 1024:  # ${...}-rendered settings may vary
+                self._own_contexts.clear()
+            self._own_contexts[(decision, base_dir)] = context
+        return context
 
-    def connect_upstream(self, sock, upstream: UpstreamConfig, alpn: str | None) -> GreenTLSConnection:
+    def connect_upstream(
+        self, sock, upstream: UpstreamConfig, alpn: str | None
+    ) -> GreenTLSConnection:
         """Re-encrypt: TLS to the upstream, verified unless ``tls_verify = false``."""
         context = create_upstream_context(
             upstream.tls_verify,

@@ -9,6 +9,10 @@ the parser to the two promises the worker relies on while it peeks at a connecti
   which would close a connection that was about to become valid);
 * the outcome does not depend on how the hello is cut into records: the same
   handshake message re-cut into records of another size parses to the same hello.
+
+It also holds hellobody's two body parsers to each other: the fast walk may give up
+(None) on anything, but a hello it returns is the careful parser's hello, byte for
+byte, for the input taken as a ClientHello body.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ from tlsgate.proto.clienthello import (
     ClientHelloError,
     parse_client_hello,
 )
+from tlsgate.proto.hellobody import _parse_body_checked, _parse_well_formed
 from tlsgate.proto.ja4 import ja4_fingerprint, ja4_raw
 from tlsgate.proto.sni import normalise_sni
 
@@ -35,6 +40,7 @@ def check(data: bytes) -> None:
     # so a stored crash replays exactly.
     digest = zlib.crc32(data)
     limit = _LIMITS[digest % len(_LIMITS)]
+    _check_body_parsers_agree(data)
     hello = _parse(data, limit)
     if hello is None:
         _check_prefix_incomplete(data, digest, limit)
@@ -43,6 +49,7 @@ def check(data: bytes) -> None:
         return
     assert 0 < hello.raw_length <= len(data), hello.raw_length
     _check_derived_values(hello)
+    _check_body_parsers_agree(_handshake_message(data[: hello.raw_length])[4:])
     _check_prefix_incomplete(data[: hello.raw_length], digest, limit)
     _check_refragmented(data[: hello.raw_length], hello, digest % 97 + 1, limit)
 
@@ -55,6 +62,17 @@ def _parse(data: bytes, limit: int) -> ClientHello | ClientHelloError | None:
         assert error.alert is None or 0 <= error.alert <= 255, error.alert
         assert (error.alert is None) == (error.reason == "not_tls"), (error.reason, error.alert)
         return error
+
+
+def _check_body_parsers_agree(body: bytes) -> None:
+    fast = _parse_well_formed(body, len(body))
+    if fast is None:
+        return
+    try:
+        careful = _parse_body_checked(memoryview(body), len(body))
+    except ClientHelloError as error:
+        raise AssertionError(f"the fast walk accepted a body the careful parser rejects: {error}")
+    assert fast == careful, (fast, careful)
 
 
 def _check_derived_values(hello: ClientHello) -> None:
