@@ -13,6 +13,7 @@ its master disappears, so a killed master leaves no process holding the port.
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
 import signal
@@ -96,6 +97,11 @@ def run_worker(
         gevent.spawn(look)
 
     gevent.spawn(watch_master)
+    # Everything made so far (inherited from the master, imports, config, routing, TLS
+    # contexts) lives as long as the worker: the collector need not walk it again on
+    # every full collection, nor write to the pages it shares with the master.
+    gc.collect()
+    gc.freeze()
     if reporter is not None:
         reporter.on_channel_closed = channel_closed
     server.start()
