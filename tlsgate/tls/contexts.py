@@ -137,6 +137,9 @@ def create_server_context(
         raise ValueError("pyOpenSSL cannot set session-ticket keys; see the module docstring")
 
     ctx = SSL.Context(SSL.TLS_SERVER_METHOD)
+    # An idle connection gives its record buffers (~34 KiB) back to the allocator, as
+    # nginx does: terminated connections sit idle far more than they move bytes.
+    ctx.set_mode(SSL.MODE_RELEASE_BUFFERS)
     ctx.set_min_proto_version(_VERSIONS[min_version])
     ctx.set_max_proto_version(_VERSIONS[max_version])
     ctx.set_options(_HARDENING)
@@ -274,6 +277,7 @@ def create_upstream_context(
     The host name is checked per connection by `prepare_upstream_connection`.
     """
     ctx = SSL.Context(SSL.TLS_CLIENT_METHOD)
+    ctx.set_mode(SSL.MODE_RELEASE_BUFFERS)  # see create_server_context
     ctx.set_min_proto_version(SSL.TLS1_2_VERSION)
     ctx.set_options(SSL.OP_NO_COMPRESSION | SSL.OP_NO_RENEGOTIATION)
     if alpn:

@@ -3,15 +3,19 @@
 The worker's connection handler calls `GreenTLSConnection.server(sock, ctx)` then
 `server_handshake(client_hello_bytes, timeout)` to terminate a client's TLS, feeding
 the bytes the core already read so the client sees one normal handshake, and
-`client_handshake(sock, ctx, server_name, timeout)` to re-encrypt to an upstream. The
-relay then uses `recv`/`sendall`/`shutdown`/`close` as on a plain gevent socket.
+`client_handshake(sock, ctx, server_name, timeout)` to re-encrypt to an upstream; the
+handshakes run in the connection's greenlet. The worker's relay (tlsgate/worker/tlspump.py)
+then does its own non-blocking socket I/O from event-loop callbacks and uses the sans-IO
+methods: `take_ciphertext`, `read_plaintext`, `write_plaintext`, `write_close_notify`,
+`ciphertext_out`. Greenlet code (tests, tools) can use `recv`/`sendall`/`shutdown`/`close`
+as on a plain gevent socket instead.
 
 OpenSSL never touches the socket: it reads from and writes to memory BIOs, and this
 module moves bytes between the BIOs and the gevent socket (whose recv/sendall yield
 to the hub). So OpenSSL calls never block, and every byte OpenSSL writes, including
 the alert of a failed handshake, is flushed to the peer before an error is raised.
-The relay's two greenlets may call `recv` and `sendall` at the same time: flushing is
-serialised by a lock so records never interleave on the wire.
+Two greenlets may call `recv` and `sendall` at the same time: flushing is serialised by
+a lock so records never interleave on the wire.
 
 Cost per connection: the hot calls (handshake steps, BIO reads and writes, record
 reads and writes) go to OpenSSL through pyOpenSSL's own cffi binding (``OpenSSL._util``)
@@ -227,6 +231,59 @@ class GreenTLSConnection:
                         raise TLSStreamError(f"SSL_write returned {result}")
                     start += result
                 self._flush()
+
+    # -- the same without the socket: for a relay that does its own non-blocking I/O ------
+
+    def take_ciphertext(self, raw: bytes) -> None:
+        """Bytes read from the peer, for `read_plaintext` to decrypt."""
+        self._feed(raw)
+
+    def read_plaintext(self, bufsize: int) -> bytes | None:
+        """Plaintext OpenSSL can give now; None when it needs more ciphertext first, b""
+        at the peer's close_notify. Raises `TLSStreamError`. Replies OpenSSL owes the peer
+        (a KeyUpdate's, an alert) wait in `ciphertext_out`."""
+        if bufsize > BIO_READ_SIZE:
+            bufsize = BIO_READ_SIZE
+        ssl = self._ssl
+        result = _SSL_read(ssl, _SCRATCH, bufsize)
+        if result > 0:
+            return _scratch_bytes(_SCRATCH, result)[:]
+        try:
+            self.conn._raise_ssl_error(ssl, result)
+        except SSL.WantReadError:
+            return None
+        except SSL.ZeroReturnError:
+            self.closed_by_peer = True
+            return b""
+        except SSL.Error as exc:
+            raise TLSStreamError(_reason(exc, None)) from exc
+        return None  # SSL_read gave nothing without an error: nothing to give yet
+
+    def write_plaintext(self, data) -> None:
+        """Encrypt all of ``data`` (a memory BIO never pushes back); see `ciphertext_out`."""
+        ssl = self._ssl
+        with _ffi.from_buffer(data) as buffer:
+            start, size = 0, len(buffer)
+            while start < size:
+                result = _SSL_write(ssl, buffer + start, size - start)
+                if result <= 0:
+                    try:
+                        self.conn._raise_ssl_error(ssl, result)
+                    except SSL.Error as exc:
+                        raise TLSStreamError(_reason(exc, None)) from exc
+                    raise TLSStreamError(f"SSL_write returned {result}")
+                start += result
+
+    def write_close_notify(self) -> None:
+        """TLS's half-close, into `ciphertext_out`; nothing if the session cannot send one."""
+        try:
+            self.conn.shutdown()
+        except SSL.Error:
+            pass
+
+    def ciphertext_out(self) -> bytes:
+        """What OpenSSL has written for the peer since the last call (b"" if nothing)."""
+        return self._outgoing()
 
     def shutdown(self) -> None:
         """Send close_notify (TLS's half-close); the peer may still send until it closes."""

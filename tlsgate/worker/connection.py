@@ -7,9 +7,10 @@ handshake of a terminate-tls), a dialer that must resolve a name, or an alert fo
 by a graceful close. Parsing, routing, policy evaluation and event building are pure
 modules; this module does the socket I/O and the bookkeeping between them.
 
-States: ``policy`` -> ``dialing`` -> ``relaying`` -> ``closed``. A plain relay runs on
-event-loop callbacks (the greenlet ends once it starts); a relay with a TLS side runs
-in the greenlet. Whatever ends the connection, `Server` hears of it exactly once.
+States: ``policy`` -> ``dialing`` -> ``relaying`` -> ``closed``. The greenlet ends once
+the relay starts: event-loop callbacks relay plain and TLS sides alike
+(tlsgate/worker/relay.py). Whatever ends the connection, `Server` hears of it exactly
+once.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from tlsgate.proto.proxy_protocol import build_v1, build_v2
 from tlsgate.tls.clientcert import describe_certificate
 from tlsgate.tls.gsocket import TLSHandshakeError, TLSHandshakeTimeout
 from tlsgate.worker.policyflow import PolicyFlow
-from tlsgate.worker.relay import PlainStream, Relay, RelayClosed
+from tlsgate.worker.relay import Relay
 from tlsgate.worker.routing import ConnectionClosed, Routing
 from tlsgate.worker.termination import TerminationError
 from tlsgate.worker.upstream import DialError
@@ -87,36 +88,31 @@ class Connection:
     def serve_routed(
         self, buffered: bytearray, hello: ClientHello, members: list[EndpointConfig]
     ) -> None:
-        """The greenlet's work, from a routed ClientHello (``buffered``: every byte read)."""
+        """The greenlet's work, from a routed ClientHello (``buffered``: every byte read).
+        It ends once the relay starts: event-loop callbacks carry the connection on."""
         upstream = None
         reason = "error"
-        relaying_by_callbacks = False
+        relaying = False
         try:
-            try:
-                upstream, upstream_side = self._prepare(buffered, hello, members)
-                del buffered, hello, members  # not held while a long relay runs
-                self.state = "relaying"
-                limits = self._routing.limits
-                tls = self.tls
-                self.relay = Relay(
-                    tls if tls is not None else self.client,
-                    upstream_side,
-                    self.record,
-                    limits.client_idle_timeout,
-                    limits.server_idle_timeout,
-                    tls_sides=tls is not None,
-                )
-                del upstream_side, tls
-                if self.tls is None:
-                    # Plain sockets: callbacks relay them, and this greenlet ends here.
-                    self.relay.start(lambda why: self._end(why, upstream))
-                    relaying_by_callbacks = True
-                    return
-                reason = self.relay.run()
-            except (ConnectionClosed, RelayClosed) as e:
-                reason = e.reason
+            upstream, upstream_tls = self._prepare(buffered, hello, members)
+            del buffered, hello, members  # not held while a long relay runs
+            self.state = "relaying"
+            limits = self._routing.limits
+            self.relay = Relay(
+                self.client,
+                upstream,
+                self.record,
+                limits.client_idle_timeout,
+                limits.server_idle_timeout,
+                client_tls=self.tls,
+                upstream_tls=upstream_tls,
+            )
+            relaying = True  # from here on the relay reports the end, maybe at once
+            self.relay.start(lambda why: self._end(why, upstream))
+        except ConnectionClosed as e:
+            reason = e.reason
         finally:
-            if not relaying_by_callbacks:
+            if not relaying:
                 self._end(reason, upstream)
 
     def refuse(self, reason: str, alert: int) -> None:
@@ -141,7 +137,8 @@ class Connection:
         self._finished(record, self.dial_latency)
 
     def _prepare(self, buffered: bytearray, hello: ClientHello, members: list[EndpointConfig]):
-        """Everything before the relay; returns (upstream socket, upstream side to relay to).
+        """Everything before the relay; returns the upstream socket and, when the gateway
+        re-encrypts, the TLS connection over it.
 
         Its own frame, so the ClientHello, its buffer and the policy flow are freed
         before a long-lived relay starts rather than held for the connection's life.
@@ -221,7 +218,8 @@ class Connection:
         raise ConnectionClosed(failure.reason)
 
     def _send_preamble(self, upstream, endpoint: EndpointConfig, buffered: bytearray):
-        """PROXY header, then the client's ClientHello (passthrough) or upstream TLS."""
+        """PROXY header, then the client's ClientHello (passthrough) or the upstream TLS
+        handshake (re-encryption: returns its `GreenTLSConnection`)."""
         config: UpstreamConfig = endpoint.upstream
         record = self.record
         header = b""
@@ -244,10 +242,8 @@ class Connection:
                     upstream.sendall(memoryview(payload)[sent:])
         except OSError as e:
             raise ConnectionClosed("upstream_reset") from e
-        if self.tls is None:
-            return upstream
-        if not config.tls:
-            return PlainStream(upstream)
+        if self.tls is None or not config.tls:
+            return None
         try:
             return self._routing.terminator.connect_upstream(upstream, config, None)
         except TLSHandshakeError as e:

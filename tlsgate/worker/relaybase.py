@@ -1,8 +1,9 @@
 """Pieces every relay direction shares: the close signal, the idle bookkeeping of a leg,
-error-to-reason mapping, half-close, and the plain-socket stream adapter.
+error-to-reason mapping and half-close.
 
-Used by tlsgate/worker/relay.py (the relay itself) and tlsgate/worker/fdpump.py (the
-plain-socket direction); kept apart so neither imports the other's internals.
+Used by tlsgate/worker/relay.py (the relay itself), tlsgate/worker/fdpump.py (the
+plain-socket direction) and tlsgate/worker/tlspump.py (a direction with a TLS side);
+kept apart so none imports another's internals.
 """
 
 from __future__ import annotations
@@ -50,28 +51,7 @@ def closed_by(e: OSError, side: str, record: ConnectionRecord) -> RelayClosed:
     return RelayClosed(f"{side}_reset")
 
 
-class PlainStream:
-    """A plain socket with the stream interface a TLS side has (`GreenTLSConnection`)."""
-
-    __slots__ = ("sock", "recv")
-
-    def __init__(self, sock: stdlib_socket.socket):
-        self.sock = sock
-        self.recv = sock.recv
-
-    def sendall(self, data: bytes) -> None:
-        sent = self.sock.send(data)
-        if sent < len(data):
-            self.sock.sendall(memoryview(data)[sent:])
-
-    def shutdown_write(self) -> None:
-        shutdown_write(self.sock)
-
-
 def shutdown_write(sock) -> None:
-    if not isinstance(sock, stdlib_socket.socket) and hasattr(sock, "shutdown_write"):
-        sock.shutdown_write()
-        return
     try:
         sock.shutdown(stdlib_socket.SHUT_WR)
     except OSError as e:

@@ -71,7 +71,7 @@ def _check_body_parsers_agree(body: bytes) -> None:
     try:
         careful = _parse_body_checked(memoryview(body), len(body))
     except ClientHelloError as error:
-        raise AssertionError(f"the fast walk accepted a body the careful parser rejects: {error}")
+        raise AssertionError(f"the fast walk accepted a body the careful parser rejects: {error}") from error
     assert fast == careful, (fast, careful)
 
 
