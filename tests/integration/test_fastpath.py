@@ -8,10 +8,15 @@ host name (the dialer must resolve it, which needs a greenlet).
 
 from __future__ import annotations
 
+import json
+import resource
 import socket
+import subprocess
+import sys
 import threading
 import time
 
+import psutil
 import pytest
 
 from tests.integration.test_adversarial import _hello_of, records
@@ -144,3 +149,49 @@ def test_an_upstream_named_by_host_name_is_dialled_from_a_greenlet(gateway, upst
     event = gw.wait_events(1)[0]["object"]
     assert event["upstream"] == {"addr": f"localhost:{port}"}
     assert event["close_reason"] == "eof"
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "tlsgate", *args], capture_output=True, text=True, timeout=60, check=True
+    )
+
+
+def test_out_of_descriptors_accept_backs_off_and_recovers(gateway, upstreams, pki):
+    """A worker whose descriptor limit is reached stops accepting for a moment (no busy
+    loop, no crash), counts it as `max_open_files` in `tlsgate limits`, and serves the
+    queued clients once descriptors are free again."""
+    gw = gateway({"endpoints": [endpoint("app", "tls://app.example.test", upstreams("app").address)]}, workers=1)
+    [pid] = gw.worker_pids()
+    assert greeting(gw.port, "app.example.test", pki.files.cert) == "hello from app"
+    worker = psutil.Process(pid)
+    # Room for four relayed connections (two descriptors each) and nothing more.
+    soft, hard = resource.prlimit(pid, resource.RLIMIT_NOFILE)
+    resource.prlimit(pid, resource.RLIMIT_NOFILE, (worker.num_fds() + 8, hard))
+    held = []
+    try:
+        for _ in range(8):  # the first four are relayed, the rest wait in the accept queue
+            s = socket.create_connection(("127.0.0.1", gw.port), timeout=10)
+            s.sendall(client_hello_bytes("app.example.test"))
+            held.append(s)
+
+        def counted():
+            rows = json.loads(_cli("limits", "--json", "-c", str(gw.config_path)).stdout)["limits"]
+            hits = next(r for r in rows if r["name"] == "max_open_files")["hits"]
+            return hits if hits > 0 else None
+
+        first = wait_for(counted, what="accept failures counted as max_open_files")
+        time.sleep(2.0)  # two reports later
+        # Backing off (10 ms, doubling up to 1 s) retries a handful of times in two seconds;
+        # a loop spinning on EMFILE would count thousands.
+        assert counted() - first < 20
+    finally:
+        for s in held:
+            s.close()
+    resource.prlimit(pid, resource.RLIMIT_NOFILE, (soft, hard))
+    assert wait_for(
+        lambda: greeting(gw.port, "app.example.test", pki.files.cert) == "hello from app",
+        what="serving again once descriptors are free",
+    )
+    assert gw.worker_pids() == [pid]
+    assert "Traceback" not in gw.log(), gw.log()
