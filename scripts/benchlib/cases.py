@@ -6,7 +6,8 @@ of landing on one. Each measurement reads the gateway's process tree before and
 after (CPU-seconds) and samples its memory while the load runs (peak PSS).
 
 Case ids: ``pass_conn`` (1), ``pass_tput`` (2), ``term_conn`` and ``term_tput``
-(3), ``idle`` (4), ``latency`` (5).
+(3), ``idle`` (4), ``idle_tls`` (4b: idle connections the gateway terminates),
+``latency`` (5).
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from pathlib import Path
 
 from benchlib.load import LoadError, connection_latencies, run_wrk, wait_ready
 from benchlib.procs import Processes, tree_fds, tree_usage
-from benchlib.targets import BIG_FILE, PASS_HOST, SMALL_PATH, Target
+from benchlib.targets import BIG_FILE, PASS_HOST, SMALL_BODY, SMALL_PATH, Target
 
 IDLE_CLIENT = Path(__file__).with_name("idle_client.py")
 
@@ -35,6 +36,8 @@ class Settings:
     seconds: int
     cases: tuple[str, ...]
     idle_connections: int = 10_000
+    idle_tls_connections: int = 2_000
+    """case 4b's: each costs the gateway a full handshake and TLS state, so fewer than case 4's."""
     rate_connections: int = 32
     """wrk connections for the new-connection cases (each request on a new TCP+TLS connection)."""
     tput_connections: int = 4
@@ -187,17 +190,24 @@ class Runner:
                 self.samples.append(sample)
                 _progress(sample)
 
-    # -- case 4: idle connections ---------------------------------------------------
+    # -- cases 4 and 4b: idle connections -------------------------------------------
 
     def idle_case(self, gateway_names: list[str]) -> None:
+        self._idle_runs("idle", gateway_names)
+
+    def idle_tls_case(self, targets: list[Target]) -> None:
+        """Case 4b on the gateways that terminate; the others are under "Not measured"."""
+        self._idle_runs("idle_tls", [t.name for t in targets if t.is_gateway and t.term_port])
+
+    def _idle_runs(self, case: str, gateway_names: list[str]) -> None:
         s = self.settings
         for run in range(1, s.runs + 1):
             for name in gateway_names:
                 if self.out_of_time(60):
-                    self.skipped.append(f"idle run {run} on {name}: out of time")
+                    self.skipped.append(f"{case} run {run} on {name}: out of time")
                     continue
-                sample = Sample("idle", name, run)
-                target = self.restart(name, f"{name}-idle-{run}")
+                sample = Sample(case, name, run)
+                target = self.restart(name, f"{name}-{case}-{run}")
                 try:
                     self._hold_idle(target, sample)
                 finally:
@@ -207,8 +217,19 @@ class Runner:
                 _progress(sample)
 
     def _hold_idle(self, target: Target, sample: Sample) -> None:
-        count = self.settings.idle_connections
-        error = wait_ready(target.pass_port, PASS_HOST, SMALL_PATH, 20)
+        """Memory and descriptors per connection held: the gateway's tree before and after."""
+        if sample.case == "idle_tls":
+            count = self.settings.idle_tls_connections
+            port, host = target.term_port, target.term_host()
+            mode = ["--tls", SMALL_PATH, "--expect", SMALL_BODY]
+        else:
+            count = self.settings.idle_connections
+            port, host = target.pass_port, PASS_HOST
+            mode = []
+        if port is None:  # a fresh instance whose termination was refused this time
+            sample.failure = f"no termination: {target.term_note}"
+            return
+        error = wait_ready(port, host, SMALL_PATH, 20)
         if error:
             sample.failure = f"not ready: {error}"
             return
@@ -216,9 +237,10 @@ class Runner:
         before = tree_usage(target.roots())
         fds_before = tree_fds(target.roots())
         start = time.monotonic()
+        client_name = f"idle-client-{target.name}"
         client = self.procs.start(
-            f"idle-client-{target.name}",
-            [sys.executable, str(IDLE_CLIENT), str(target.pass_port), PASS_HOST, str(count)],
+            client_name,
+            [sys.executable, str(IDLE_CLIENT), *mode, str(port), host, str(count)],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
         )
@@ -226,7 +248,7 @@ class Runner:
             line = _read_line(client, timeout=120)
             if not line:
                 sample.failure = "the idle client reported nothing: " + self.procs.log_tail(
-                    f"idle-client-{target.name}"
+                    client_name
                 )
                 return
             report = json.loads(line)
@@ -281,7 +303,7 @@ def _progress(sample: Sample) -> None:
         )
         return
     parts = []
-    if sample.case == "idle":
+    if sample.case in ("idle", "idle_tls"):
         parts.append(f"held {sample.values.get('held', 0):.0f}")
         parts.append(f"{sample.values.get('per_connection_bytes', 0) / 1024:.1f} KiB/conn")
         parts.append(f"{sample.values.get('fds_per_connection', 0):.1f} fds/conn")

@@ -24,7 +24,8 @@ PANELS = (
     ("Throughput, MB/s", [("pass_tput", "mbps", "passthrough"), ("term_tput", "mbps", "termination")], 1),
     ("Gateway CPU-seconds per GiB",
      [("pass_tput", "cpu_per_gib", "passthrough"), ("term_tput", "cpu_per_gib", "termination")], 1),
-    ("Memory per idle connection, KiB", [("idle", "per_conn_kib", "10,000 idle")], 1),
+    ("Memory per idle connection, KiB",
+     [("idle", "per_conn_kib", "passthrough"), ("idle_tls", "per_conn_kib", "terminated")], 1),
     ("Added p50 latency over direct, µs",
      [("latency", "added_request_p50_us", "request"), ("latency", "added_connection_p50_us", "new connection")], 1),
 )  # fmt: skip
