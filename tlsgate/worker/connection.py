@@ -25,12 +25,11 @@ from tlsgate.config.model import EndpointConfig, UpstreamConfig
 from tlsgate.events import ConnectionRecord
 from tlsgate.proto import alerts
 from tlsgate.proto.clienthello import ClientHello
-from tlsgate.proto.proxy_protocol import build_v1, build_v2
 from tlsgate.tls.clientcert import describe_certificate
 from tlsgate.tls.gsocket import TLSHandshakeError, TLSHandshakeTimeout
 from tlsgate.worker.policyflow import PolicyFlow
 from tlsgate.worker.relay import Relay
-from tlsgate.worker.routing import ConnectionClosed, Routing
+from tlsgate.worker.routing import ConnectionClosed, Routing, proxy_header
 from tlsgate.worker.termination import TerminationError
 from tlsgate.worker.upstream import DialError
 
@@ -224,14 +223,9 @@ class Connection:
         record = self.record
         header = b""
         if config.proxy_protocol:
-            client = (record.client_ip, record.client_port)
-            server = (record.server_ip, record.server_port)
-            if config.proxy_protocol == 1:
-                header = build_v1(client, server)
-            else:
-                # The negotiated ALPN is known only where the gateway terminated TLS.
-                alpn = self.tls.alpn.encode() if self.tls is not None and self.tls.alpn else None
-                header = build_v2(client, server, authority=record.server_name, alpn=alpn)
+            # The negotiated ALPN is known only where the gateway terminated TLS.
+            alpn = self.tls.alpn.encode() if self.tls is not None and self.tls.alpn else None
+            header = proxy_header(config.proxy_protocol, record, alpn)
         payload = header if self.tls is not None else header + buffered
         try:
             if payload:

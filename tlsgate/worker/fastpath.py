@@ -28,9 +28,8 @@ from gevent import get_hub
 from tlsgate.config.model import EndpointConfig
 from tlsgate.events import ConnectionRecord
 from tlsgate.proto.clienthello import ClientHello, ClientHelloError, ClientHelloReader
-from tlsgate.proto.proxy_protocol import build_v1, build_v2
 from tlsgate.worker.relay import Relay
-from tlsgate.worker.routing import RouteRefused, Routing
+from tlsgate.worker.routing import RouteRefused, Routing, proxy_header
 from tlsgate.worker.upstream import DialError
 
 log = logging.getLogger(__name__)
@@ -232,13 +231,7 @@ class FastConnection:
         payload = self._buffered
         self._buffered = None
         if endpoint_upstream.proxy_protocol:
-            client = (record.client_ip, record.client_port)
-            server = (record.server_ip, record.server_port)
-            if endpoint_upstream.proxy_protocol == 1:
-                header = build_v1(client, server)
-            else:
-                header = build_v2(client, server, authority=record.server_name)
-            payload = header + payload
+            payload = proxy_header(endpoint_upstream.proxy_protocol, record) + payload
         try:
             sent = upstream.send(payload)
         except BlockingIOError:

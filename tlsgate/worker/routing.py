@@ -3,6 +3,9 @@
 `Routing` bundles the route table (pure data, tlsgate/routing.py), the limits, one
 upstream dialer per endpoint, the TLS terminator and the shared rate limiter. A reload
 builds a new one in a new generation of workers; nothing here changes at run time.
+Both connection handlers (tlsgate/worker/fastpath.py, tlsgate/worker/connection.py) ask
+it the same questions: which endpoints serve a ClientHello (`Routing.route`), which pool
+members a failed dial may fall over to, and what PROXY header goes first (`proxy_header`).
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from tlsgate.events import ConnectionRecord
 from tlsgate.proto import alerts
 from tlsgate.proto.clienthello import ClientHello
 from tlsgate.proto.ja4 import ja4_fingerprint
+from tlsgate.proto.proxy_protocol import build_header
 from tlsgate.proto.sni import normalise_sni
 from tlsgate.routing import RouteTable
 from tlsgate.worker.upstream import Dialer, TcpDialer
@@ -115,6 +119,17 @@ class Routing:
             b.traffic_policy_json,
             b.traffic_policy_file,
         )
+
+
+def proxy_header(version: int, record: ConnectionRecord, alpn: bytes | None = None) -> bytes:
+    """The PROXY protocol header telling the upstream who the client is (and, v2, the SNI)."""
+    return build_header(
+        version,
+        (record.client_ip, record.client_port),
+        (record.server_ip, record.server_port),
+        authority=record.server_name,
+        alpn=alpn,
+    )
 
 
 def build_routing(config: Config) -> Routing:
