@@ -232,3 +232,25 @@ def _gateway_rss(gw) -> int:
     import psutil
 
     return max(psutil.Process(pid).memory_info().rss for pid in gw.worker_pids())
+
+
+def test_proxy_v2_behind_termination_carries_the_sni_and_the_negotiated_alpn(gateway, upstreams):
+    """Where the gateway terminates, it knows the ALPN it agreed with the client: the PROXY v2
+    header to the plain upstream carries it (PP2_TYPE_ALPN) with the SNI (PP2_TYPE_AUTHORITY)."""
+    plain = upstreams("plain", tls=False, proxy_protocol=True)
+    policy = {"on_tcp_connect": [{"actions": [{"type": "terminate-tls", "config": {"alpn": ["h2", "http/1.1"]}}]}]}
+    gw = gateway(
+        {"endpoints": [endpoint("plain", "tls://plain.example.test", plain, policy=policy, upstream_extra={"proxy_protocol": 2})]}
+    )
+    ctx = ssl.create_default_context(cafile=local_ca(gw))
+    ctx.set_alpn_protocols(["http/1.1"])
+    with socket.create_connection(("127.0.0.1", gw.port), timeout=20) as raw_sock:
+        with ctx.wrap_socket(raw_sock, server_hostname="plain.example.test") as tls:
+            assert tls.selected_alpn_protocol() == "http/1.1"
+            assert tls.recv(100) == b"hello from plain\n"
+            client_port = tls.getsockname()[1]
+    [header] = plain.proxy_headers
+    assert header.version == 2
+    assert header.source == ("127.0.0.1", client_port)
+    assert header.authority == "plain.example.test"
+    assert header.alpn == b"http/1.1"
