@@ -191,19 +191,36 @@ class FastConnection:
             record.upstream_addr = dialer.label
             record.endpoint_name = member.name
             try:
-                self._upstream = dialer.start_connect()
+                upstream = dialer.start_connect()
             except DialError as e:
                 self._failure = e
                 continue
-            self._member, self._dialer = member, dialer
-            loop = get_hub().loop
-            self._watcher = loop.io(self._upstream.fileno(), _WRITE)
-            self._watcher.start(self._guarded, self._connected)
-            self._timer = loop.timer(self._routing.limits.upstream_connect_timeout)
-            self._timer.start(self._guarded, self._dial_failed, None)
+            self._upstream, self._member, self._dialer = upstream, member, dialer
+            # A local upstream has usually completed the TCP handshake by the time connect()
+            # returns: try the PROXY header and the ClientHello at once. Only while it is
+            # still connecting (EAGAIN) is there a write watcher and a timer to wait with.
+            payload = self._preamble()
+            try:
+                sent = upstream.send(payload)
+            except BlockingIOError:
+                self._wait_for_connect()
+                return
+            except OSError as e:
+                self._failure = dialer.connect_error(e.errno)
+                upstream.close()
+                self._upstream = None
+                continue
+            self._relay_from(payload, sent)
             return
         record.upstream_error = self._failure.detail
         self._end(self._failure.reason)
+
+    def _wait_for_connect(self) -> None:
+        loop = get_hub().loop
+        self._watcher = loop.io(self._upstream.fileno(), _WRITE)
+        self._watcher.start(self._guarded, self._connected)
+        self._timer = loop.timer(self._routing.limits.upstream_connect_timeout)
+        self._timer.start(self._guarded, self._dial_failed, None)
 
     def _connected(self) -> None:
         self._stop_waiting()
@@ -212,8 +229,15 @@ class FastConnection:
         except DialError as e:
             self._dial_failed(e)
             return
-        self.dial_latency = time.monotonic() - self._dial_started
-        self._start_relay()
+        payload = self._preamble()
+        try:
+            sent = self._upstream.send(payload)
+        except BlockingIOError:
+            sent = 0
+        except OSError:
+            self._end("upstream_reset")
+            return
+        self._relay_from(payload, sent)
 
     def _dial_failed(self, error: DialError | None) -> None:
         self._stop_waiting()
@@ -224,27 +248,28 @@ class FastConnection:
 
     # -- relay -------------------------------------------------------------------------
 
-    def _start_relay(self) -> None:
-        record = self.record
-        upstream = self._upstream
-        endpoint_upstream = self._member.upstream
-        payload = self._buffered
+    def _preamble(self) -> bytes | bytearray:
+        """What the upstream gets first: the PROXY header, if configured, and the ClientHello."""
+        proxy_protocol = self._member.upstream.proxy_protocol
+        if proxy_protocol:
+            return proxy_header(proxy_protocol, self.record) + self._buffered
+        return self._buffered
+
+    def _relay_from(self, payload, sent: int) -> None:
+        """Connected, and ``sent`` bytes of ``payload`` are out: relay, the rest first."""
+        self.dial_latency = time.monotonic() - self._dial_started
+        rest = bytes(payload[sent:]) if sent < len(payload) else b""
         self._buffered = None
-        if endpoint_upstream.proxy_protocol:
-            payload = proxy_header(endpoint_upstream.proxy_protocol, record) + payload
-        try:
-            sent = upstream.send(payload)
-        except BlockingIOError:
-            sent = 0
-        except OSError:
-            self._end("upstream_reset")
-            return
         self.state = "relaying"
         limits = self._routing.limits
         self.relay = Relay(
-            self.client, upstream, record, limits.client_idle_timeout, limits.server_idle_timeout
+            self.client,
+            self._upstream,
+            self.record,
+            limits.client_idle_timeout,
+            limits.server_idle_timeout,
         )
-        self.relay.start(self._end, bytes(payload[sent:]) if sent < len(payload) else b"")
+        self.relay.start(self._end, rest)
 
     # -- end ---------------------------------------------------------------------------
 

@@ -94,9 +94,9 @@ class TcpDialer:
         calls `finish_connect`. A plain ``_socket.socket``, not a gevent one: the
         fast path drives it with event-loop watchers of its own.
         """
-        sock = _socket.socket(self._family, _socket.SOCK_STREAM)
+        # Non-blocking from birth: no ioctl() to make it so.
+        sock = _socket.socket(self._family, _socket.SOCK_STREAM | _socket.SOCK_NONBLOCK)
         try:
-            sock.setblocking(False)
             sock.setsockopt(_socket.IPPROTO_TCP, _socket.TCP_NODELAY, 1)
             err = sock.connect_ex(self._sockaddr)
             if err not in (0, errno.EINPROGRESS, errno.EISCONN):
@@ -110,7 +110,11 @@ class TcpDialer:
         """Raise `DialError` if the connect `start_connect` began has failed."""
         err = sock.getsockopt(_socket.SOL_SOCKET, _socket.SO_ERROR)
         if err not in (0, errno.EISCONN):
-            raise _connect_error(self.label, err)
+            raise self.connect_error(err)
+
+    def connect_error(self, err: int) -> DialError:
+        """What a failed connect's errno (from SO_ERROR, or from the first send) means."""
+        return _connect_error(self.label, err)
 
     def timeout_error(self) -> DialError:
         return DialError("upstream_connect_timeout", f"connect {self.label}: timed out")
