@@ -90,9 +90,10 @@ class TcpDialer:
     def start_connect(self) -> _socket.socket:
         """A non-blocking plain socket whose connect() has been started.
 
-        The caller waits for it to become writable (or for its own timeout) and then
-        calls `finish_connect`. A plain ``_socket.socket``, not a gevent one: the
-        fast path drives it with event-loop watchers of its own.
+        The caller may send at once (a send that says EAGAIN means still connecting; any
+        other errno goes through `connect_error`), or wait for it to become writable (or
+        for its own timeout) and call `finish_connect`. A plain ``_socket.socket``, not a
+        gevent one: the fast path drives it with event-loop watchers of its own.
         """
         # Non-blocking from birth: no ioctl() to make it so.
         sock = _socket.socket(self._family, _socket.SOCK_STREAM | _socket.SOCK_NONBLOCK)
