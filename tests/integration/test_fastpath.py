@@ -1,9 +1,10 @@
 """The callback-driven fast path (tlsgate/worker/fastpath.py) and its hand-over to greenlets.
 
 Every other integration test runs through the fast path too; these pin what is
-particular to it: connections listed and killed in each of its states, a ClientHello
-replay the upstream takes only bit by bit, and the hand-over for an upstream given by
-host name (the dialer must resolve it, which needs a greenlet).
+particular to it: connections listed and killed in each of its states, a large
+ClientHello replay to an upstream that reads late, the hand-over for an upstream given
+by host name (the dialer must resolve it, which needs a greenlet), and accept backoff
+when a worker runs out of descriptors.
 """
 
 from __future__ import annotations
@@ -113,8 +114,10 @@ class SlowReader:
 
 def test_a_replay_the_upstream_takes_slowly_arrives_whole_and_before_later_bytes(gateway):
     """360 KB of ClientHello (60 KB in 1-byte records) plus a PROXY v2 header, to an upstream
-    that reads nothing for a second: the rest waits in the relay, the bytes the client sends
-    after the hello queue behind it, and the upstream gets all of it in order."""
+    that reads nothing for a second: the bytes the client sends after the hello queue
+    behind it, and the upstream gets all of it, in order. (A fresh loopback connection's
+    send buffer takes the whole replay at once; the short-send path, where the relay
+    holds the rest, is driven directly in tests/unit/test_relay_start.py.)"""
     upstream = SlowReader(wait=1.0)
     gw = gateway(
         {

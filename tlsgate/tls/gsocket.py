@@ -188,49 +188,30 @@ class GreenTLSConnection:
 
     def recv(self, bufsize: int) -> bytes:
         """Up to ``bufsize`` plaintext bytes; b"" at close_notify or end of stream."""
-        if bufsize > BIO_READ_SIZE:
-            bufsize = BIO_READ_SIZE  # a short read is allowed, as on a socket
-        ssl = self._ssl
         while True:
-            result = _SSL_read(ssl, _SCRATCH, bufsize)
-            if result > 0:
-                return _scratch_bytes(_SCRATCH, result)[:]
             try:
-                self.conn._raise_ssl_error(ssl, result)
-            except SSL.WantReadError:
-                self._flush()  # TLS 1.3 post-handshake replies (KeyUpdate) go out first
-                raw = self.sock.recv(SOCKET_READ_SIZE)
-                if not raw:
-                    self.truncated = True
-                    return b""
-                self._feed(raw)
-            except SSL.ZeroReturnError:
-                self.closed_by_peer = True
+                data = self.read_plaintext(bufsize)
+            except TLSStreamError:
+                self._flush_quietly()  # the alert OpenSSL wrote for the peer
+                raise
+            if data is not None:
+                return data
+            self._flush()  # TLS 1.3 post-handshake replies (KeyUpdate) go out first
+            raw = self.sock.recv(SOCKET_READ_SIZE)
+            if not raw:
+                self.truncated = True
                 return b""
-            except SSL.Error as exc:
-                self._flush_quietly()
-                raise TLSStreamError(_reason(exc, None)) from exc
-            else:
-                # SSL_read gave nothing without an error (pyOpenSSL would return b"").
-                return b""
+            self._feed(raw)
 
     def sendall(self, data: bytes) -> None:
-        ssl = self._ssl
-        with _ffi.from_buffer(data) as buffer:
-            size = len(buffer)
-            for start in range(0, size, WRITE_CHUNK):
-                end = min(start + WRITE_CHUNK, size)
-                while start < end:  # as pyOpenSSL's sendall: SSL_write may write less
-                    result = _SSL_write(ssl, buffer + start, end - start)
-                    if result <= 0:
-                        try:
-                            self.conn._raise_ssl_error(ssl, result)
-                        except SSL.Error as exc:
-                            self._flush_quietly()
-                            raise TLSStreamError(_reason(exc, None)) from exc
-                        raise TLSStreamError(f"SSL_write returned {result}")
-                    start += result
-                self._flush()
+        view = memoryview(data)
+        for start in range(0, len(view), WRITE_CHUNK):
+            try:
+                self.write_plaintext(view[start : start + WRITE_CHUNK])
+            except TLSStreamError:
+                self._flush_quietly()
+                raise
+            self._flush()
 
     # -- the same without the socket: for a relay that does its own non-blocking I/O ------
 
@@ -239,9 +220,9 @@ class GreenTLSConnection:
         self._feed(raw)
 
     def read_plaintext(self, bufsize: int) -> bytes | None:
-        """Plaintext OpenSSL can give now; None when it needs more ciphertext first, b""
-        at the peer's close_notify. Raises `TLSStreamError`. Replies OpenSSL owes the peer
-        (a KeyUpdate's, an alert) wait in `ciphertext_out`."""
+        """Up to ``bufsize`` plaintext bytes OpenSSL can give now; None when it needs more
+        ciphertext first, b"" at the peer's close_notify. Raises `TLSStreamError`. Replies
+        OpenSSL owes the peer (a KeyUpdate's, an alert) wait in `ciphertext_out`."""
         if bufsize > BIO_READ_SIZE:
             bufsize = BIO_READ_SIZE
         ssl = self._ssl
@@ -287,15 +268,8 @@ class GreenTLSConnection:
 
     def shutdown(self) -> None:
         """Send close_notify (TLS's half-close); the peer may still send until it closes."""
-        try:
-            self.conn.shutdown()
-        except SSL.Error:
-            return  # handshake unfinished or already shut: nothing to announce
+        self.write_close_notify()
         self._flush_quietly()
-
-    def shutdown_write(self) -> None:
-        """The relay's half-close: close_notify, while the peer may still send."""
-        self.shutdown()
 
     def close(self) -> None:
         self.sock.close()

@@ -164,7 +164,6 @@ class FastConnection:
         if chosen.traffic_policy is not None or not all(
             getattr(routing.dialers[m.name], "connects_without_greenlet", False) for m in candidates
         ):
-            self._stop_waiting()
             self._server.hand_over(self, buffered, hello, members)
             return
         self._buffered = buffered

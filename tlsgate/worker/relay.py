@@ -35,7 +35,7 @@ from gevent import get_hub
 
 from tlsgate.events import ConnectionRecord
 from tlsgate.worker.fdpump import FdDirection
-from tlsgate.worker.relaybase import Leg, RelayClosed  # noqa: F401  (RelayClosed: used by connection.py)
+from tlsgate.worker.relaybase import Leg
 from tlsgate.worker.tlspump import Side, StreamDirection
 
 log = logging.getLogger(__name__)
