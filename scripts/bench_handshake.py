@@ -9,12 +9,12 @@ parser, JA4, the policy engine or event building can be measured on its own.
 (c) a full server-side handshake (TLS 1.3, ECDSA P-256, no resumption) on the context
     tlsgate builds for a terminate-tls endpoint, against Python's ``ssl`` client in a
     process over loopback TCP, with one request/answer and close_notify: through
-    `GreenTLSConnection`, through `Terminator.terminate` (the worker's call), and the
+    `GreenTLSConnection`, through `Terminator.server_connection` (the worker's call), and the
     floor: a bare pyOpenSSL ``SSL.Connection`` on the same context over memory BIOs
     (what OpenSSL itself costs, no sockets). For the socket variants the figure is the
     CPU time of the gevent thread (``time.thread_time``, user + sys).
 (d) policy evaluation of a terminate-tls-only policy: ``evaluate`` alone, and
-    `PolicyFlow.run` (both evaluations around a stubbed handshake).
+    `PolicyFlow.steps` (both evaluations around a stubbed handshake).
 
 Run: ``python scripts/bench_handshake.py [--quick]``. Prints µs per operation (median
 of several runs).
@@ -348,7 +348,8 @@ def bench_handshakes(routing, endpoint, iterations: int) -> None:
 
     def through_terminator(sock):
         hello = read_hello(sock)
-        tls = terminator.terminate(sock, hello, decision, HOST, base_dir)
+        tls = terminator.server_connection(sock, decision, HOST, base_dir)
+        tls.server_handshake(hello, 10.0)
         answer(tls)
         tls.close()
 
@@ -362,7 +363,7 @@ def bench_handshakes(routing, endpoint, iterations: int) -> None:
     one = socket_us(green, iterations)
     print(f"    GreenTLSConnection over loopback TCP      {one:7.1f} µs")
     via = socket_us(through_terminator, iterations)
-    print(f"    Terminator.terminate over loopback TCP    {via:7.1f} µs")
+    print(f"    Terminator.server_connection + handshake  {via:7.1f} µs")
     # The socket variants include reading the hello; its cost alone, for reference:
     raw = socket_us(hello_only, iterations, completes=False)
     print(f"    (of which accept-side hello read + close  {raw:7.1f} µs)")
@@ -380,17 +381,22 @@ class _StubTls:
         return None
 
 
-class _StubConn:
-    def __init__(self, routing):
-        self._routing = routing
-        self.tls = None
-        now = time.time()
-        self.record = ConnectionRecord("c1", now, "127.0.0.1", 51234, "127.0.0.1", 8443)
-        self.record.server_name = HOST
-        self.record.ja4_fingerprint = "t13d1516h2_8daaf6152771_e5627efa2ab1"
+def _stub_record() -> ConnectionRecord:
+    record = ConnectionRecord("c1", time.time(), "127.0.0.1", 51234, "127.0.0.1", 8443)
+    record.server_name = HOST
+    record.ja4_fingerprint = "t13d1516h2_8daaf6152771_e5627efa2ab1"
+    return record
 
-    def terminate(self, decision, endpoint):
-        self.tls = _StubTls()
+
+def run_flow(routing, endpoint):
+    """`PolicyFlow.steps` to the end, each terminate step answered with a stub TLS."""
+    steps = PolicyFlow(routing, _stub_record(), _StubHello(), endpoint).steps()
+    try:
+        steps.send(None)
+        while True:
+            steps.send(_StubTls())
+    except StopIteration as done:
+        return done.value
 
 
 class _StubHello:
@@ -405,12 +411,12 @@ def bench_policy(routing, endpoint, iterations: int) -> None:
         return evaluate(policy, first_conn_vars(routing, endpoint), now)
 
     def flow():
-        return PolicyFlow(_StubConn(routing), _StubHello(), endpoint).run()
+        return run_flow(routing, endpoint)
 
     assert flow() is endpoint
     print("(d) policy, terminate-tls only")
     print(f"    build_conn_vars + evaluate (1st pass)     {median_us(first, iterations):7.2f} µs")
-    print(f"    PolicyFlow.run (both passes, stub TLS)    {median_us(flow, iterations):7.2f} µs")
+    print(f"    PolicyFlow.steps (both passes, stub TLS)  {median_us(flow, iterations):7.2f} µs")
 
 
 def main(argv: list[str]) -> int:

@@ -1,10 +1,11 @@
 """The callback-driven fast path (tlsgate/worker/fastpath.py) and its hand-over to greenlets.
 
 Every other integration test runs through the fast path too; these pin what is
-particular to it: connections listed and killed in each of its states, a large
-ClientHello replay to an upstream that reads late, the hand-over for an upstream given
-by host name (the dialer must resolve it, which needs a greenlet), and accept backoff
-when a worker runs out of descriptors.
+particular to it: connections listed and killed in each of its states (a terminated
+client's handshake included), a large ClientHello replay to an upstream that reads
+late, the hand-over for an upstream given by host name (the dialer must resolve it,
+which needs a greenlet), also after the gateway terminated TLS, and accept backoff when
+a worker runs out of descriptors.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 import json
 import resource
 import socket
+import ssl
 import subprocess
 import sys
 import threading
@@ -22,8 +24,9 @@ import pytest
 
 from tests.integration.test_adversarial import _hello_of, records
 from tests.integration.test_control import control
+from tests.integration.test_termination import TERMINATE
 from tests.support.faulty import FullBacklogUpstream
-from tests.support.gateway import greeting, wait_for
+from tests.support.gateway import greeting, read_line, wait_for
 from tests.support.upstream import client_hello_bytes
 from tlsgate.proto.proxy_protocol import parse_proxy_header
 
@@ -152,6 +155,66 @@ def test_an_upstream_named_by_host_name_is_dialled_from_a_greenlet(gateway, upst
     event = gw.wait_events(1)[0]["object"]
     assert event["upstream"] == {"addr": f"localhost:{port}"}
     assert event["close_reason"] == "eof"
+
+
+def test_a_terminated_connection_to_a_host_name_goes_on_in_a_greenlet(gateway, upstreams, pki):
+    """The policy and the handshake ran from callbacks; the dial needs a greenlet, which
+    takes over the terminated TLS session (and sends the PROXY header)."""
+    plain = upstreams("plain", tls=False, proxy_protocol=True)
+    port = plain.address.rsplit(":", 1)[1]
+    gw = gateway(
+        {
+            "certificates": [{"cert": str(pki.server.cert), "key": str(pki.server.key)}],
+            "endpoints": [
+                endpoint(
+                    "term", "tls://app.example.test", f"localhost:{port}", proxy_protocol=2
+                )
+                | {"traffic_policy": TERMINATE}
+            ],
+        }
+    )
+    ctx = ssl.create_default_context(cafile=pki.files.cert)
+    ctx.set_alpn_protocols(["h2", "http/1.1"])
+    raw = socket.create_connection(("127.0.0.1", gw.port), timeout=10)
+    with ctx.wrap_socket(raw, server_hostname="app.example.test") as s:
+        assert s.version() == "TLSv1.3"
+        assert read_line(s) == "hello from plain\n"
+        s.sendall(b"ECHO\nping")
+        assert s.recv(4) == b"ping"
+    [header] = plain.proxy_headers
+    assert header.authority == "app.example.test"
+    event = gw.wait_events(1)[0]["object"]
+    assert event["termination"] == "gateway"
+    assert event["upstream"] == {"addr": f"localhost:{port}"}
+    assert event["tls"]["version"] == "1.3"
+    assert event["close_reason"] in ("eof", "client_reset")
+
+
+def test_a_connection_in_its_terminating_handshake_is_listed_and_killed(gateway, upstreams, pki):
+    """A client that sent its ClientHello and then nothing: the gateway waits for the rest
+    of the handshake (state ``policy``) without a greenlet, and a kill ends it."""
+    plain = upstreams("plain", tls=False)
+    gw = gateway(
+        {
+            "certificates": [{"cert": str(pki.server.cert), "key": str(pki.server.key)}],
+            "endpoints": [
+                endpoint("term", "tls://app.example.test", plain.address)
+                | {"traffic_policy": TERMINATE}
+            ],
+        }
+    )
+    hello = client_hello_bytes("app.example.test")
+    with socket.create_connection(("127.0.0.1", gw.port), timeout=10) as s:
+        s.sendall(hello)
+        assert s.recv(5)[:1] == b"\x16"  # the gateway's ServerHello: it is mid-handshake
+        row = _kill_the_one_in(gw, "policy")
+        s.settimeout(10)
+        while s.recv(65536):
+            pass  # the rest of the server's flight, then EOF
+    [event] = gw.wait_events(1)
+    assert event["object"]["id"] == row["id"]
+    assert event["object"]["close_reason"] == "killed"
+    assert event["object"]["termination"] == "gateway"
 
 
 def _cli(*args: str) -> subprocess.CompletedProcess:

@@ -162,9 +162,7 @@ class GreenTLSConnection:
                 self._flush()
         except SSL.Error as exc:
             self._flush_quietly()
-            raise TLSHandshakeError(
-                _reason(exc, verify_error(self.conn)), self.alert_sent, self.alert_received
-            ) from exc
+            raise handshake_error(self, exc) from exc
         except OSError as exc:
             raise TLSHandshakeError(
                 f"socket error during the handshake: {exc}", self.alert_sent, self.alert_received
@@ -363,6 +361,13 @@ class GreenTLSConnection:
             self._flush()
         except OSError:
             pass
+
+
+def handshake_error(tls: GreenTLSConnection, exc: SSL.Error) -> TLSHandshakeError:
+    """The `TLSHandshakeError` for an OpenSSL error during ``tls``'s handshake."""
+    return TLSHandshakeError(
+        _reason(exc, verify_error(tls.conn)), tls.alert_sent, tls.alert_received
+    )
 
 
 def _raise_callback_problems(ctx: SSL.Context) -> None:

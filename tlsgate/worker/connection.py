@@ -1,16 +1,14 @@
-"""Serving one client connection in a greenlet: policy, TLS, dial, PROXY, relay, event.
+"""Serving the rest of a client connection in a greenlet: dial, PROXY, relay, or a refusal.
 
 Connections start in tlsgate/worker/fastpath.py, which reads and routes the
-ClientHello from event-loop callbacks; `Server` hands a connection over to this
-module when the rest needs a greenlet: a traffic policy (rules, maybe the TLS
-handshake of a terminate-tls), a dialer that must resolve a name, or an alert followed
-by a graceful close. Parsing, routing, policy evaluation and event building are pure
-modules; this module does the socket I/O and the bookkeeping between them.
+ClientHello, runs the traffic policy and terminates TLS from event-loop callbacks;
+`Server` hands a connection over to this module when the rest needs a greenlet: a
+dialer that must resolve a name (`serve_routed`, with the policy's decision and the
+terminated TLS, if any), or an alert followed by a graceful close (`refuse`).
 
-States: ``policy`` -> ``dialing`` -> ``relaying`` -> ``closed``. The greenlet ends once
-the relay starts: event-loop callbacks relay plain and TLS sides alike
-(tlsgate/worker/relay.py). Whatever ends the connection, `Server` hears of it exactly
-once.
+States: ``dialing`` -> ``relaying`` -> ``closed``. The greenlet ends once the relay
+starts: event-loop callbacks relay plain and TLS sides alike (tlsgate/worker/relay.py).
+Whatever ends the connection, `Server` hears of it exactly once.
 """
 
 from __future__ import annotations
@@ -24,13 +22,9 @@ import gevent
 from tlsgate.config.model import EndpointConfig, UpstreamConfig
 from tlsgate.events import ConnectionRecord
 from tlsgate.proto import alerts
-from tlsgate.proto.clienthello import ClientHello
-from tlsgate.tls.clientcert import describe_certificate
-from tlsgate.tls.gsocket import TLSHandshakeError, TLSHandshakeTimeout
-from tlsgate.worker.policyflow import PolicyFlow
+from tlsgate.tls.gsocket import TLSHandshakeError
 from tlsgate.worker.relay import Relay
 from tlsgate.worker.routing import ConnectionClosed, Routing, proxy_header
-from tlsgate.worker.termination import TerminationError
 from tlsgate.worker.upstream import DialError
 
 _RECV_SIZE = 16 * 1024
@@ -48,7 +42,6 @@ class Connection:
         "greenlet",
         "relay",
         "tls",
-        "hello_bytes",
         "dial_latency",
         "_routing",
         "_finished",
@@ -63,13 +56,11 @@ class Connection:
     ):
         self.client = client
         self.record = record
-        self.state = "policy"
+        self.state = "dialing"
         self.greenlet: gevent.Greenlet | None = None
         self.relay: Relay | None = None
         self.tls = None
         """The terminated client TLS connection (`GreenTLSConnection`), if any."""
-        self.hello_bytes = b""
-        """Everything the client sent before routing (its ClientHello records)."""
         self.dial_latency: float | None = None
         """Seconds from the first dial attempt to a connected upstream (the reporter's histogram)."""
         self._routing = routing
@@ -85,16 +76,18 @@ class Connection:
             self.greenlet.kill(ConnectionClosed(reason), block=False)
 
     def serve_routed(
-        self, buffered: bytearray, hello: ClientHello, members: list[EndpointConfig]
+        self, buffered: bytearray | None, members: list[EndpointConfig], chosen: EndpointConfig
     ) -> None:
-        """The greenlet's work, from a routed ClientHello (``buffered``: every byte read).
-        It ends once the relay starts: event-loop callbacks carry the connection on."""
+        """The greenlet's work: dial ``chosen`` (failing over within ``members``), send the
+        preamble and start the relay. ``buffered``: every byte the client sent (its
+        ClientHello, replayed in passthrough); None once the gateway terminated TLS. It
+        ends once the relay starts: event-loop callbacks carry the connection on."""
         upstream = None
         reason = "error"
         relaying = False
         try:
-            upstream, upstream_tls = self._prepare(buffered, hello, members)
-            del buffered, hello, members  # not held while a long relay runs
+            upstream, upstream_tls = self._prepare(buffered, members, chosen)
+            del buffered, members, chosen  # not held while a long relay runs
             self.state = "relaying"
             limits = self._routing.limits
             self.relay = Relay(
@@ -114,9 +107,18 @@ class Connection:
             if not relaying:
                 self._end(reason, upstream)
 
-    def refuse(self, reason: str, alert: int) -> None:
-        """Send ``alert``, close gracefully, report ``reason``."""
+    def refuse(self, reason: str, alert: int | None, unsent: bytes = b"") -> None:
+        """Send ``alert`` (or ``unsent``: what a failed handshake left for the client),
+        close gracefully, report ``reason``."""
         try:
+            if unsent:
+                try:
+                    self.client.sendall(unsent)
+                except OSError:
+                    pass  # the client is gone already; the event still records why we closed
+            if alert is None:
+                self._close_gracefully()
+                raise ConnectionClosed(reason)
             self.fail(reason, alert)
         except ConnectionClosed as e:
             reason = e.reason
@@ -135,23 +137,10 @@ class Connection:
         record.end_ts = time.time()
         self._finished(record, self.dial_latency)
 
-    def _prepare(self, buffered: bytearray, hello: ClientHello, members: list[EndpointConfig]):
+    def _prepare(self, buffered, members: list[EndpointConfig], chosen: EndpointConfig):
         """Everything before the relay; returns the upstream socket and, when the gateway
-        re-encrypts, the TLS connection over it.
-
-        Its own frame, so the ClientHello, its buffer and the policy flow are freed
-        before a long-lived relay starts rather than held for the connection's life.
-        """
-        endpoint = members[0]
-        if endpoint.traffic_policy is not None:
-            self.state = "policy"
-            self.hello_bytes = bytes(buffered)  # a terminate-tls handshake starts from it
-            endpoint = PolicyFlow(self, hello, endpoint).run()
-            self.hello_bytes = b""
-            if endpoint is not members[0]:
-                members = self._routing.pool_of(endpoint)
-        self.state = "dialing"
-        upstream, endpoint = self._dial(members, endpoint)
+        re-encrypts, the TLS connection over it."""
+        upstream, endpoint = self._dial(members, chosen)
         try:
             return upstream, self._send_preamble(upstream, endpoint, buffered)
         except BaseException:
@@ -159,40 +148,6 @@ class Connection:
             raise
 
     # -- steps ---------------------------------------------------------------
-
-    def terminate(self, decision, endpoint: EndpointConfig) -> None:
-        """Complete the client's TLS handshake at the gateway (a terminate-tls decision)."""
-        record = self.record
-        record.termination = "gateway"
-        tls_info = record.extra.setdefault("tls", {})
-        base_dir = endpoint.policy_base_dir
-        try:
-            self.tls = self._routing.terminator.terminate(
-                self.client, self.hello_bytes, decision, record.server_name, base_dir
-            )
-        except TerminationError as e:
-            tls_info["error"] = str(e)
-            self.fail("handshake_failed", e.alert)
-        except TLSHandshakeError as e:
-            tls_info["error"] = e.reason
-            if e.alert is not None:
-                tls_info["alert_sent"] = alerts.ALERT_NAMES.get(e.alert, str(e.alert))
-            reason = (
-                "handshake_timeout" if isinstance(e, TLSHandshakeTimeout) else "handshake_failed"
-            )
-            self._close_gracefully()
-            raise ConnectionClosed(reason) from e
-        tls = self.tls
-        tls_info.update(
-            {
-                "version": tls.version,
-                "cipher_suite": tls.cipher_suite,
-                "negotiated_alpn": tls.alpn or "",
-            }
-        )
-        peer = tls.peer_certificate()
-        if peer is not None:
-            tls_info["client_certificate"] = describe_certificate(peer)
 
     def _dial(self, members: list[EndpointConfig], chosen: EndpointConfig):
         """Connect to the chosen endpoint's upstream, failing over to pool members with the
@@ -245,6 +200,7 @@ class Connection:
             raise ConnectionClosed("upstream_tls_failed") from e
 
     def fail(self, reason: str, alert: int | None):
+        """Send ``alert`` (if any), close gracefully, raise `ConnectionClosed`."""
         if alert is not None:
             try:
                 self.client.sendall(alerts.build_alert(alert))

@@ -1,20 +1,21 @@
 """Serving a connection from event-loop callbacks alone, as long as nothing needs a greenlet.
 
 `Server` (tlsgate/worker/server.py) gives every accepted socket to a `FastConnection`.
-It reads the ClientHello, routes it, dials the upstream and starts the relay, all from
-the event loop's readiness and timer callbacks: no greenlet, no gevent socket object and
-no Timeout per connection. That is the whole life of a passthrough connection to an
-endpoint without a traffic policy whose upstream is a literal address: most of what a
-gateway carries. docs/benchmarks.md measures what this saves per connection (CPU, and
-memory while it sits idle).
+It reads the ClientHello, routes it, runs the endpoint's traffic policy (completing the
+client's TLS handshake when the policy terminates it), dials the upstream (with its own
+TLS handshake when the gateway re-encrypts) and starts the relay, all from the event
+loop's readiness and timer callbacks: no greenlet, no gevent socket object and no
+Timeout per connection. docs/benchmarks.md measures what this saves per connection
+(CPU, and memory while it sits idle).
 
-Whatever must wait in the middle of Python code is handed over, with everything read so
-far, to the greenlet-based `Connection` (tlsgate/worker/connection.py): a traffic policy
-(it may terminate TLS), an alert followed by a graceful close, a dialer that resolves a
-host name (or, later, opens a tunnel).
+Whatever must wait in the middle of Python code is handed over, with everything read and
+decided so far, to the greenlet-based `Connection` (tlsgate/worker/connection.py): an
+alert followed by a graceful close, a dialer that resolves a host name (or, later,
+opens a tunnel).
 
-States, as `tlsgate ctl conns` shows them: ``hello`` -> ``dialing`` -> ``relaying`` ->
-``closed``. Whatever ends the connection, `Server` hears of it exactly once.
+States, as `tlsgate ctl conns` shows them: ``hello`` -> ``policy`` (traffic policy and
+TLS termination) -> ``dialing`` -> ``relaying`` -> ``closed``. Whatever ends the
+connection, `Server` hears of it exactly once.
 """
 
 from __future__ import annotations
@@ -22,14 +23,19 @@ from __future__ import annotations
 import _socket
 import logging
 import time
+from functools import partial
 
 from gevent import get_hub
 
 from tlsgate.config.model import EndpointConfig
 from tlsgate.events import ConnectionRecord
 from tlsgate.proto.clienthello import ClientHello, ClientHelloError, ClientHelloReader
+from tlsgate.tls.gsocket import GreenTLSConnection, TLSHandshakeError
+from tlsgate.worker.handshake import Handshake
+from tlsgate.worker.policyflow import PolicyFlow, TerminateStep
 from tlsgate.worker.relay import Relay
-from tlsgate.worker.routing import RouteRefused, Routing, proxy_header
+from tlsgate.worker.routing import ConnectionClosed, RouteRefused, Routing, proxy_header
+from tlsgate.worker.termination import TerminationError, note_failed, note_terminated
 from tlsgate.worker.upstream import DialError
 
 log = logging.getLogger(__name__)
@@ -48,6 +54,7 @@ class FastConnection:
         "state",
         "relay",
         "dial_latency",
+        "tls",
         "_routing",
         "_server",
         "_hello",
@@ -60,6 +67,10 @@ class FastConnection:
         "_upstream",
         "_dial_started",
         "_failure",
+        "_members",
+        "_steps",
+        "_handshake",
+        "_upstream_tls",
     )
 
     def __init__(
@@ -90,6 +101,14 @@ class FastConnection:
         self._upstream: _socket.socket | None = None
         self._dial_started = 0.0
         self._failure: DialError | None = None
+        self._members: list[EndpointConfig] = []
+        """The routed pool (the traffic policy may forward elsewhere)."""
+        self._steps = None
+        """The traffic policy's flow (`PolicyFlow.steps`) while it runs."""
+        self._handshake: Handshake | None = None
+        self.tls: GreenTLSConnection | None = None
+        """The client's TLS, once the gateway terminated it."""
+        self._upstream_tls: GreenTLSConnection | None = None
 
     # -- life --------------------------------------------------------------------------
 
@@ -160,17 +179,14 @@ class FastConnection:
             self._refuse(e.reason, e.alert)
             return
         chosen = members[0]
-        candidates = routing.failover_order(members, chosen)
-        if chosen.traffic_policy is not None or not all(
-            getattr(routing.dialers[m.name], "connects_without_greenlet", False) for m in candidates
-        ):
-            self._server.hand_over(self, buffered, hello, members)
-            return
         self._buffered = buffered
-        self._candidates = candidates
-        self.state = "dialing"
-        self._dial_started = time.monotonic()
-        self._dial_next()
+        if chosen.traffic_policy is None:
+            self._dial(members, chosen)
+            return
+        self.state = "policy"
+        self._members = members
+        self._steps = PolicyFlow(routing, self.record, hello, chosen).steps()
+        self._advance(None)
 
     def _refuse(self, reason: str, alert: int | None) -> None:
         if alert is None:
@@ -180,7 +196,75 @@ class FastConnection:
             self._stop_waiting()
             self._server.hand_over_refusal(self, reason, alert)
 
+    # -- traffic policy ----------------------------------------------------------------
+
+    def _advance(self, tls: GreenTLSConnection | None) -> None:
+        """Run the policy flow on (resumed with ``tls`` after a termination)."""
+        try:
+            step = self._steps.send(tls)
+        except StopIteration as done:
+            self._steps = None
+            endpoint = done.value
+            members = self._members
+            self._members = []
+            if endpoint is not members[0]:  # forwarded to an internal endpoint
+                members = self._routing.pool_of(endpoint)
+            self._dial(members, endpoint)
+            return
+        except ConnectionClosed as e:
+            self._steps = None
+            self._end(e.reason)
+            return
+        self._terminate(step)
+
+    def _terminate(self, step: TerminateStep) -> None:
+        routing, record = self._routing, self.record
+        record.termination = "gateway"  # also if it fails or is cut short
+        try:
+            tls = routing.terminator.server_connection(
+                self.client, step.decision, record.server_name, step.endpoint.policy_base_dir
+            )
+        except TerminationError as e:
+            note_failed(record, e)
+            self._refuse("handshake_failed", e.alert)
+            return
+        self.tls = tls
+        hello, self._buffered = self._buffered, None  # a terminated client's hello is not replayed
+        self._handshake = Handshake(
+            tls,
+            get_hub().loop,
+            routing.limits.handshake_timeout,
+            partial(self._guarded, self._terminated),
+            partial(self._guarded, self._handshake_failed),
+        )
+        self._handshake.start(hello)
+
+    def _terminated(self) -> None:
+        self._handshake = None
+        note_terminated(self.record, self.tls)
+        self._advance(self.tls)
+
+    def _handshake_failed(self, error: TLSHandshakeError, unsent: bytes) -> None:
+        self._handshake = None
+        reason = note_failed(self.record, error)
+        # Our alert (in ``unsent``, or sent already) wants a graceful close: a greenlet's work.
+        self._stop_waiting()
+        self._server.hand_over_refusal(self, reason, None, unsent)
+
     # -- dial --------------------------------------------------------------------------
+
+    def _dial(self, members: list[EndpointConfig], chosen: EndpointConfig) -> None:
+        routing = self._routing
+        candidates = routing.failover_order(members, chosen)
+        if not all(
+            getattr(routing.dialers[m.name], "connects_without_greenlet", False) for m in candidates
+        ):
+            self._server.hand_over(self, self._buffered, members, chosen)
+            return
+        self._candidates = candidates
+        self.state = "dialing"
+        self._dial_started = time.monotonic()
+        self._dial_next()
 
     def _dial_next(self) -> None:
         record = self.record
@@ -188,7 +272,8 @@ class FastConnection:
             member = self._candidates.pop(0)
             dialer = self._routing.dialers[member.name]
             record.upstream_addr = dialer.label
-            record.endpoint_name = member.name
+            if "forwarded_to" not in record.extra:
+                record.endpoint_name = member.name
             try:
                 upstream = dialer.start_connect()
             except DialError as e:
@@ -248,17 +333,54 @@ class FastConnection:
     # -- relay -------------------------------------------------------------------------
 
     def _preamble(self) -> bytes | bytearray:
-        """What the upstream gets first: the PROXY header, if configured, and the ClientHello."""
+        """What the upstream gets first: the PROXY header, if configured, then the
+        ClientHello (passthrough). Maybe empty: sending nothing still says whether the
+        connect succeeded."""
         proxy_protocol = self._member.upstream.proxy_protocol
+        tls = self.tls
+        if tls is not None:
+            if not proxy_protocol:
+                return b""
+            # The negotiated ALPN is known only where the gateway terminated TLS.
+            alpn = tls.alpn
+            return proxy_header(proxy_protocol, self.record, alpn.encode() if alpn else None)
         if proxy_protocol:
             return proxy_header(proxy_protocol, self.record) + self._buffered
         return self._buffered
 
     def _relay_from(self, payload, sent: int) -> None:
-        """Connected, and ``sent`` bytes of ``payload`` are out: relay, the rest first."""
+        """Connected, and ``sent`` bytes of ``payload`` are out: relay, the rest first
+        (after the upstream's TLS handshake when the gateway re-encrypts)."""
         self.dial_latency = time.monotonic() - self._dial_started
         rest = bytes(payload[sent:]) if sent < len(payload) else b""
         self._buffered = None
+        upstream_config = self._member.upstream
+        if self.tls is None or not upstream_config.tls:
+            self._start_relay(rest)
+            return
+        routing = self._routing
+        self._upstream_tls = routing.terminator.upstream_connection(
+            self._upstream, upstream_config
+        )
+        self._handshake = Handshake(
+            self._upstream_tls,
+            get_hub().loop,
+            routing.limits.handshake_timeout,
+            partial(self._guarded, self._upstream_ready),
+            partial(self._guarded, self._upstream_failed),
+        )
+        self._handshake.start(prefix=rest)
+
+    def _upstream_ready(self) -> None:
+        self._handshake = None
+        self._start_relay(b"")
+
+    def _upstream_failed(self, error: TLSHandshakeError, unsent: bytes) -> None:
+        self._handshake = None
+        self.record.extra.setdefault("tls", {})["upstream_error"] = error.reason
+        self._end("upstream_tls_failed")
+
+    def _start_relay(self, rest: bytes) -> None:
         self.state = "relaying"
         limits = self._routing.limits
         self.relay = Relay(
@@ -267,12 +389,17 @@ class FastConnection:
             self.record,
             limits.client_idle_timeout,
             limits.server_idle_timeout,
+            client_tls=self.tls,
+            upstream_tls=self._upstream_tls,
         )
         self.relay.start(self._end, rest)
 
     # -- end ---------------------------------------------------------------------------
 
     def _stop_waiting(self) -> None:
+        if self._handshake is not None:
+            self._handshake.cancel()
+            self._handshake = None
         if self._watcher is not None:
             self._watcher.close()
             self._watcher = None

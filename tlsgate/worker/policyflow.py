@@ -1,41 +1,61 @@
 """Carrying out an endpoint's traffic policy for one connection.
 
-The pure engine (`tlsgate.policy.engine.evaluate`) decides; this module acts: it
-terminates TLS when a rule says ``terminate-tls`` and resumes the evaluation with the
-TLS variables filled in, hands the connection to an internal endpoint on
-``forward-internal`` (whose own policy then runs), and closes it on ``deny``,
-``close-connection``, a failed ``restrict-ips`` or ``rate-limit``. What the policy
-logged and decided goes into the connection's event.
+The pure engine (`tlsgate.policy.engine.evaluate`) decides; this module acts on what it
+decides. It hands the connection to an internal endpoint on ``forward-internal`` (whose
+own policy then runs) and closes it on ``deny``, ``close-connection``, a failed
+``restrict-ips`` or ``rate-limit``. What the policy logged and decided goes into the
+connection's event.
+
+A ``terminate-tls`` needs a TLS handshake, which waits on the client. `PolicyFlow.steps`
+is a generator, so the flow itself never waits: it yields a `TerminateStep` and is
+resumed with the completed `GreenTLSConnection`, then evaluates again with the TLS
+variables filled in. tlsgate/worker/fastpath.py drives it from event-loop callbacks, so
+the handshake blocks nothing either.
 """
 
 from __future__ import annotations
 
 import random
+from collections.abc import Generator
 from datetime import UTC, datetime
+from typing import NamedTuple
 
 from tlsgate.config.forwards import MAX_FORWARD_DEPTH
 from tlsgate.config.model import EndpointConfig
+from tlsgate.events import ConnectionRecord
 from tlsgate.policy.engine import evaluate
+from tlsgate.policy.model import TerminateTls
 from tlsgate.policy.vars import build_conn_vars, certificate_vars, empty_tls
 from tlsgate.worker.routing import ConnectionClosed
 
 
+class TerminateStep(NamedTuple):
+    """What the flow waits for: the client's TLS, terminated with ``decision``'s settings."""
+
+    decision: TerminateTls
+    endpoint: EndpointConfig
+
+
 class PolicyFlow:
-    def __init__(self, conn, hello, endpoint: EndpointConfig):
-        self.conn = conn
+    def __init__(self, routing, record: ConnectionRecord, hello, endpoint: EndpointConfig):
         self.hello = hello
         self.endpoint = endpoint
-        self.routing = conn._routing
-        self.record = conn.record
+        self.routing = routing
+        self.record = record
+        self.tls = None
+        """The client's terminated TLS (`GreenTLSConnection`), once a step completed it."""
         self.logs: list[dict] = []
         """Logs of the endpoints already left through forward-internal: the next
         endpoint's evaluation starts a list of its own, and the event keeps them all."""
         self.tls_vars: dict | None = None
         self._start = datetime.fromtimestamp(self.record.start_ts, UTC)
 
-    def run(self) -> EndpointConfig:
+    def steps(self) -> Generator[TerminateStep, object, EndpointConfig]:
         """Evaluate until the connection goes to an upstream: returns the endpoint whose
-        upstream to dial (the public one, or the internal one it was forwarded to)."""
+        upstream to dial (the public one, or the internal one it was forwarded to).
+        Yields a `TerminateStep` when the client's TLS must be terminated first; send
+        the completed `GreenTLSConnection` back. Raises `ConnectionClosed` when the
+        policy closes the connection."""
         endpoint = self.endpoint
         if endpoint.traffic_policy is None:
             return endpoint
@@ -51,8 +71,8 @@ class PolicyFlow:
                     self.record.extra["policy_error"] = decision.error
                 raise ConnectionClosed(decision.close_reason or "policy_denied")
             if decision.outcome == "terminate_tls":
-                if self.conn.tls is None:
-                    self.conn.terminate(decision.terminate_tls, endpoint)
+                if self.tls is None:
+                    self.tls = yield TerminateStep(decision.terminate_tls, endpoint)
                     self.tls_vars = self._tls_vars()
                 decision = self._evaluate(endpoint, now, decision.resume)
                 continue
@@ -102,7 +122,7 @@ class PolicyFlow:
         )
 
     def _tls_vars(self) -> dict:
-        tls = self.conn.tls
+        tls = self.tls
         record = self.record
         tls_vars = empty_tls(record.server_name, tls.version or "")
         tls_vars["ja4_fingerprint"] = record.ja4_fingerprint

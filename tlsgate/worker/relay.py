@@ -35,7 +35,7 @@ from gevent import get_hub
 
 from tlsgate.events import ConnectionRecord
 from tlsgate.worker.fdpump import FdDirection
-from tlsgate.worker.relaybase import Leg
+from tlsgate.worker.relaybase import Leg, RelayClosed
 from tlsgate.worker.tlspump import Side, StreamDirection
 
 log = logging.getLogger(__name__)
@@ -95,9 +95,8 @@ class Relay:
 
         ``on_done(reason)`` is called once, from the event loop or from the greenlet that
         called `stop`, after the watchers are closed (the sockets are the caller's to
-        close). ``client_pending`` (plain sockets only): bytes for the upstream that it did
-        not take yet (the rest of a ClientHello replay); they go before anything else the
-        client sends.
+        close). ``client_pending``: bytes for the upstream that it did not take yet (the
+        rest of a PROXY header or of a ClientHello replay); they go before anything else.
         """
         self.loop = loop = get_hub().loop
         self._on_done = on_done
@@ -115,7 +114,6 @@ class Relay:
                 to_upstream.reader.start(to_upstream.on_readable)
             to_client.reader.start(to_client.on_readable)
             return
-        assert not client_pending, "a TLS side starts from a completed handshake"
         client_side = Side(client, self._client_tls, "client", self)
         upstream_side = Side(upstream, self._upstream_tls, "upstream", self)
         self._sides = (client_side, upstream_side)
@@ -123,6 +121,12 @@ class Relay:
             StreamDirection(self, client_side, upstream_side, self.client_leg, True),
             StreamDirection(self, upstream_side, client_side, self.upstream_leg, False),
         )
+        if client_pending:  # the rest of a PROXY header, before any record
+            try:
+                upstream_side.send(client_pending)
+            except RelayClosed as e:
+                self._finish(e.reason)
+                return
         for direction in self._directions:
             if self._reason is None:
                 direction.resume()  # reads what OpenSSL already holds, then waits

@@ -23,8 +23,8 @@ from gevent import get_hub
 from gevent import socket as green_socket
 from gevent.event import Event
 
+from tlsgate.config.model import EndpointConfig
 from tlsgate.events import ConnectionRecord, build_closed_event
-from tlsgate.proto.clienthello import ClientHello
 from tlsgate.worker.connection import Connection, Routing
 from tlsgate.worker.connlimits import ConnectionLimits
 from tlsgate.worker.eventsink import EventSink
@@ -181,16 +181,24 @@ class Server:
     # -- the greenlet path --------------------------------------------------------------------
 
     def hand_over(
-        self, fast: FastConnection, buffered: bytearray, hello: ClientHello, members: list
+        self,
+        fast: FastConnection,
+        buffered: bytearray | None,
+        members: list[EndpointConfig],
+        chosen: EndpointConfig,
     ) -> None:
-        """Serve the rest of a routed connection in a greenlet (traffic policy, named upstream)."""
+        """Dial ``chosen`` (or its pool) and relay in a greenlet: its dialer needs one
+        (a host name to resolve). The traffic policy, if any, has run already."""
         conn = self._greenlet_connection(fast)
-        conn.greenlet = gevent.spawn(conn.serve_routed, buffered, hello, members)
+        conn.greenlet = gevent.spawn(conn.serve_routed, buffered, members, chosen)
 
-    def hand_over_refusal(self, fast: FastConnection, reason: str, alert: int) -> None:
-        """Send ``alert`` and close gracefully, in a greenlet."""
+    def hand_over_refusal(
+        self, fast: FastConnection, reason: str, alert: int | None, unsent: bytes = b""
+    ) -> None:
+        """Send ``alert`` (or ``unsent``: what a failed handshake left for the client) and
+        close gracefully, in a greenlet."""
         conn = self._greenlet_connection(fast)
-        conn.greenlet = gevent.spawn(conn.refuse, reason, alert)
+        conn.greenlet = gevent.spawn(conn.refuse, reason, alert, unsent)
 
     def _greenlet_connection(self, fast: FastConnection) -> Connection:
         client = green_socket.socket(
@@ -198,6 +206,9 @@ class Server:
         )
         fast.state = "closed"  # the greenlet's Connection reports the end
         conn = Connection(client, fast.record, self.routing, self.finished)
+        if fast.tls is not None:
+            fast.tls.sock = client  # the same descriptor, now as a gevent socket
+            conn.tls = fast.tls
         self.live[fast.record.conn_id] = conn
         return conn
 

@@ -1,8 +1,10 @@
 """TLS termination at the gateway, for one worker generation: certificates and handshakes.
 
-The connection handler calls `Terminator.terminate()` when the endpoint's traffic policy
-decides ``terminate-tls``, and `Terminator.connect_upstream()` to re-encrypt to a
-``tls://`` upstream. Certificate choice, by SNI, in this order: the action's own
+The connection handler (tlsgate/worker/fastpath.py) calls
+`Terminator.server_connection()` when the endpoint's traffic policy decides
+``terminate-tls`` and `Terminator.upstream_connection()` to re-encrypt to a ``tls://``
+upstream, then drives each handshake from event-loop callbacks
+(tlsgate/worker/handshake.py); a greenlet re-encrypts with `connect_upstream()`. Certificate choice, by SNI, in this order: the action's own
 ``server_certificate``; the ``[[certificates]]`` store (exact SAN before wildcard); the
 local CA when ``[tls] auto_certificates = "local-ca"``; otherwise the client gets the
 ``unrecognized_name`` alert. Contexts are built once per certificate and settings
@@ -19,6 +21,7 @@ from OpenSSL import SSL
 from tlsgate.config.model import Config, UpstreamConfig
 from tlsgate.config.termination import resolve_material
 from tlsgate.errors import Problems
+from tlsgate.events import ConnectionRecord
 from tlsgate.policy.model import TerminateTls
 from tlsgate.proto import alerts
 from tlsgate.tls.certs import (
@@ -28,8 +31,14 @@ from tlsgate.tls.certs import (
     load_ca_bundle,
     load_certificate_pair,
 )
-from tlsgate.tls.contexts import create_upstream_context
-from tlsgate.tls.gsocket import GreenTLSConnection, TLSHandshakeError, client_handshake
+from tlsgate.tls.clientcert import describe_certificate
+from tlsgate.tls.contexts import create_upstream_context, prepare_upstream_connection
+from tlsgate.tls.gsocket import (
+    GreenTLSConnection,
+    TLSHandshakeError,
+    TLSHandshakeTimeout,
+    client_handshake,
+)
 from tlsgate.tls.localca import LocalCA
 from tlsgate.tls.prewarm import server_context
 
@@ -63,16 +72,15 @@ class Terminator:
         # one dict hit instead of the pair, CA and lru_cache key lookups.
         self._own_contexts: dict[tuple[TerminateTls, Path], SSL.Context] = {}
 
-    def terminate(
-        self, client_sock, hello_bytes: bytes, decision: TerminateTls, sni: str, base_dir: Path
+    def server_connection(
+        self, client_sock, decision: TerminateTls, sni: str, base_dir: Path
     ) -> GreenTLSConnection:
-        """The client's TLS, completed from its already-read ClientHello; raises TLSHandshakeError."""
+        """The client's TLS before its handshake, with the certificate for ``sni``; raises
+        TerminationError when there is none."""
         context = self._own_contexts.get((decision, base_dir))
         if context is None:
             context = self._context_for(decision, sni, base_dir)
-        tls = GreenTLSConnection.server(client_sock, context)
-        tls.server_handshake(hello_bytes, self.handshake_timeout)
-        return tls
+        return GreenTLSConnection.server(client_sock, context)
 
     def _context_for(self, decision: TerminateTls, sni: str, base_dir: Path) -> SSL.Context:
         own = self._endpoint_pair(decision, base_dir)
@@ -97,11 +105,22 @@ class Terminator:
         self, sock, upstream: UpstreamConfig, alpn: str | None
     ) -> GreenTLSConnection:
         """Re-encrypt: TLS to the upstream, verified unless ``tls_verify = false``."""
-        context = create_upstream_context(
+        return client_handshake(
+            sock, self._upstream_context(upstream), upstream.verify_name, self.handshake_timeout
+        )
+
+    def upstream_connection(self, sock, upstream: UpstreamConfig) -> GreenTLSConnection:
+        """TLS to the upstream before its handshake, for a caller that drives it itself."""
+        return GreenTLSConnection(
+            sock, prepare_upstream_connection(self._upstream_context(upstream), upstream.verify_name)
+        )
+
+    @staticmethod
+    def _upstream_context(upstream: UpstreamConfig) -> SSL.Context:
+        return create_upstream_context(
             upstream.tls_verify,
             str(upstream.tls_verify_cas) if upstream.tls_verify_cas else None,
         )
-        return client_handshake(sock, context, upstream.verify_name, self.handshake_timeout)
 
     def _endpoint_pair(self, decision: TerminateTls, base_dir: Path) -> CertificatePair | None:
         if decision.server_certificate is None or decision.server_private_key is None:
@@ -148,4 +167,37 @@ class Terminator:
         return bundle
 
 
-__all__ = ["Terminator", "TerminationError", "TLSHandshakeError"]
+def note_terminated(record: ConnectionRecord, tls: GreenTLSConnection) -> None:
+    """What the event says of a completed termination."""
+    tls_info = record.extra.setdefault("tls", {})
+    tls_info.update(
+        {
+            "version": tls.version,
+            "cipher_suite": tls.cipher_suite,
+            "negotiated_alpn": tls.alpn or "",
+        }
+    )
+    peer = tls.peer_certificate()
+    if peer is not None:
+        tls_info["client_certificate"] = describe_certificate(peer)
+
+
+def note_failed(record: ConnectionRecord, error: TerminationError | TLSHandshakeError) -> str:
+    """What the event says of a termination that failed; returns the close reason."""
+    tls_info = record.extra.setdefault("tls", {})
+    if isinstance(error, TerminationError):
+        tls_info["error"] = str(error)
+        return "handshake_failed"
+    tls_info["error"] = error.reason
+    if error.alert is not None:
+        tls_info["alert_sent"] = alerts.ALERT_NAMES.get(error.alert, str(error.alert))
+    return "handshake_timeout" if isinstance(error, TLSHandshakeTimeout) else "handshake_failed"
+
+
+__all__ = [
+    "Terminator",
+    "TerminationError",
+    "TLSHandshakeError",
+    "note_failed",
+    "note_terminated",
+]
