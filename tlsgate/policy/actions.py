@@ -73,14 +73,14 @@ class EvalState:
     def __init__(
         self,
         policy: Policy,
-        conn_vars: dict[str, Any],
+        conn_vars: dict[str, Any] | Callable[[], dict[str, Any]],
         now: datetime,
         rate_limiter: Any,
         vars: dict[str, Any],
         actions: dict[str, Any],
     ) -> None:
         self.policy = policy
-        self.conn_vars = conn_vars
+        self._conn_vars = conn_vars
         self.now = now
         self.rate_limiter = rate_limiter
         self.vars = vars
@@ -90,7 +90,18 @@ class EvalState:
         self.matched_rules: list[str] = []
         self.trace: list[str] = []
         self.tls_terminated = False
+        self.mirror_tls = False
+        """``actions.ngrok.terminate_tls`` still has to mirror ``conn.tls`` (done when read)."""
         self._env: EvalEnv | None = None
+
+    @property
+    def conn_vars(self) -> dict[str, Any]:
+        """The connection's variables (`vars.build_conn_vars`), built on first use when
+        given as a function: a policy of plain actions never reads them."""
+        conn_vars = self._conn_vars
+        if callable(conn_vars):
+            conn_vars = self._conn_vars = conn_vars()
+        return conn_vars
 
     @property
     def env(self) -> EvalEnv:
@@ -108,6 +119,8 @@ class EvalState:
         if name == "vars":
             return self.vars
         if name == "actions":
+            if self.mirror_tls:
+                self._mirror_tls()
             paths = self.policy.static_paths
             if paths is None:
                 return self.actions
@@ -117,6 +130,18 @@ class EvalState:
 
     def render(self, template: Template) -> Any:
         return template.render(self.env)
+
+    def _mirror_tls(self) -> None:
+        """After termination ``actions.ngrok.terminate_tls.*`` mirrors ``conn.tls.*`` (ngrok)."""
+        self.mirror_tls = False
+        tls = self.conn_vars["conn"]["tls"]
+        previous = self.actions["ngrok"]["terminate_tls"]
+        self.actions["ngrok"]["terminate_tls"] = {
+            **tls,
+            "error_code": previous.get("error_code", ""),
+            "error_message": previous.get("error_message", ""),
+            "warnings": previous.get("warnings", []),
+        }
 
 
 class ParseContext:

@@ -13,6 +13,7 @@ on policy errors, and failing open would skip whatever the policy guards.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
@@ -26,7 +27,7 @@ _DEFAULT_RESULTS = empty_action_results()["ngrok"]
 
 def evaluate(
     policy: Policy,
-    conn_vars: dict[str, Any],
+    conn_vars: dict[str, Any] | Callable[[], dict[str, Any]],
     now: datetime,
     rate_limiter: Any = None,
     *,
@@ -34,7 +35,8 @@ def evaluate(
 ) -> Decision:
     """Decide what happens to one connection (see `model.Decision`).
 
-    ``conn_vars`` comes from `vars.build_conn_vars`; ``rate_limiter`` is a
+    ``conn_vars`` comes from `vars.build_conn_vars`, or is a function that returns it:
+    called only if something reads a variable. ``rate_limiter`` is a
     `ratelimit.SlidingWindowLimiter` (``None``: rate-limit actions are not enforced).
     """
     if resume is None:
@@ -54,8 +56,9 @@ def evaluate(
         state.matched_rules = list(resume.matched_rules)
         state.trace = list(resume.trace)
         state.tls_terminated = resume.tls_terminated
-        if resume.tls_terminated:
-            _mirror_tls(state)
+        # Mirrored when an expression reads actions.*: building conn.tls costs more than
+        # the whole evaluation of a policy that never looks.
+        state.mirror_tls = resume.tls_terminated
         first_rule, first_action = resume.rule_index, resume.action_index
 
     rules = policy.rules
@@ -131,15 +134,3 @@ def _error(state: EvalState, message: str) -> Decision:
 
 def _fields(decision: Decision) -> dict[str, Any]:
     return {name: getattr(decision, name) for name in Decision.__dataclass_fields__}
-
-
-def _mirror_tls(state: EvalState) -> None:
-    """After termination ``actions.ngrok.terminate_tls.*`` mirrors ``conn.tls.*`` (ngrok)."""
-    tls = state.conn_vars["conn"]["tls"]
-    previous = state.actions["ngrok"]["terminate_tls"]
-    state.actions["ngrok"]["terminate_tls"] = {
-        **tls,
-        "error_code": previous.get("error_code", ""),
-        "error_message": previous.get("error_message", ""),
-        "warnings": previous.get("warnings", []),
-    }

@@ -8,7 +8,9 @@ Registered on import; `load.py` imports it.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
+from functools import cached_property
 
 from tlsgate.policy.actions import Action, EvalState, Stop
 from tlsgate.policy.expr import Template, format_value
@@ -61,20 +63,40 @@ class TerminateTlsAction(Action, type_name="terminate-tls"):
             return None
         return cls(ctx.key_path, low, high, cert, key, cas, strategy, alpn)
 
+    @cached_property
+    def _static_decision(self) -> TerminateTls | None:
+        """The decision, made once, when no setting interpolates ``${...}``."""
+        templates = [
+            self.server_certificate,
+            self.server_private_key,
+            *self.mutual_tls_certificate_authorities,
+            *self.alpn,
+        ]
+        if not all(t is None or t.is_static for t in templates):
+            return None
+        return self._decide(lambda t: None if t is None else "".join(t.parts))
+
     def apply(self, state: EvalState) -> Stop | None:
         if state.tls_terminated:
             state.trace.append("terminate-tls: TLS already terminated; ignored")
             return None
+        decided = self._static_decision
+        if decided is None:
 
-        def text(t: Template | None) -> str | None:
-            if t is None:
-                return None
-            parts = t.parts
-            if len(parts) == 1 and type(parts[0]) is str:
-                return parts[0]  # static: what rendering returns, without building CEL's context
-            return format_value(state.render(t))
+            def text(t: Template | None) -> str | None:
+                if t is None:
+                    return None
+                parts = t.parts
+                if len(parts) == 1 and type(parts[0]) is str:
+                    return parts[0]  # static: what rendering returns, without CEL's context
+                return format_value(state.render(t))
 
-        decided = TerminateTls(
+            decided = self._decide(text)
+        state.trace.append(f"terminate-tls: TLS {self.min_version}-{self.max_version}")
+        return Stop("terminate_tls", terminate_tls=decided, resumable=True)
+
+    def _decide(self, text: Callable[[Template | None], str | None]) -> TerminateTls:
+        return TerminateTls(
             min_version=self.min_version,
             max_version=self.max_version,
             server_certificate=text(self.server_certificate),
@@ -85,8 +107,6 @@ class TerminateTlsAction(Action, type_name="terminate-tls"):
             mutual_tls_verification_strategy=self.mutual_tls_verification_strategy,
             alpn=tuple(text(t) or "" for t in self.alpn),
         )
-        state.trace.append(f"terminate-tls: TLS {self.min_version}-{self.max_version}")
-        return Stop("terminate_tls", terminate_tls=decided, resumable=True)
 
 
 def _check_ca(text: str) -> str | None:

@@ -18,6 +18,7 @@ from __future__ import annotations
 import random
 from collections.abc import Generator
 from datetime import UTC, datetime
+from functools import partial
 from typing import NamedTuple
 
 from tlsgate.config.forwards import MAX_FORWARD_DEPTH
@@ -48,7 +49,7 @@ class PolicyFlow:
         """Logs of the endpoints already left through forward-internal: the next
         endpoint's evaluation starts a list of its own, and the event keeps them all."""
         self.tls_vars: dict | None = None
-        self._start = datetime.fromtimestamp(self.record.start_ts, UTC)
+        """``conn.tls`` after termination, built the first time a policy reads a variable."""
 
     def steps(self) -> Generator[TerminateStep, object, EndpointConfig]:
         """Evaluate until the connection goes to an upstream: returns the endpoint whose
@@ -73,7 +74,6 @@ class PolicyFlow:
             if decision.outcome == "terminate_tls":
                 if self.tls is None:
                     self.tls = yield TerminateStep(decision.terminate_tls, endpoint)
-                    self.tls_vars = self._tls_vars()
                 decision = self._evaluate(endpoint, now, decision.resume)
                 continue
             # forward-internal
@@ -101,24 +101,35 @@ class PolicyFlow:
             decision = self._evaluate(endpoint, now, None)
 
     def _evaluate(self, endpoint: EndpointConfig, now, resume):
+        # The variables as a function: most policies (a terminate-tls, an IP list) read
+        # none, and building them (conn.tls with its certificate maps) costs more than
+        # evaluating such a policy.
+        return evaluate(
+            endpoint.traffic_policy,
+            partial(self._conn_vars, endpoint),
+            now,
+            self.routing.rate_limiter,
+            resume=resume,
+        )
+
+    def _conn_vars(self, endpoint: EndpointConfig) -> dict:
         record = self.record
+        if self.tls is not None and self.tls_vars is None:
+            self.tls_vars = self._tls_vars()
         endpoint_vars = self.routing.endpoint_vars[endpoint.name]
         if endpoint.port is None:
             endpoint_vars = {**endpoint_vars, "port": record.server_port}
-        conn_vars = build_conn_vars(
+        return build_conn_vars(
             client_ip=record.client_ip,
             client_port=record.client_port,
             server_ip=record.server_ip,
             server_port=record.server_port,
-            start=self._start,
+            start=datetime.fromtimestamp(record.start_ts, UTC),
             endpoint=endpoint_vars,
             sni=record.server_name,
             tls_version=self.hello.highest_version,
             ja4_fingerprint=record.ja4_fingerprint,
             tls=self.tls_vars,
-        )
-        return evaluate(
-            endpoint.traffic_policy, conn_vars, now, self.routing.rate_limiter, resume=resume
         )
 
     def _tls_vars(self) -> dict:

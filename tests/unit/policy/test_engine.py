@@ -282,3 +282,37 @@ on_tcp_connect:
     second = evaluate(load("on_tcp_connect: [{expressions: [\"actions.ngrok.restrict_ips.action == ''\"], "
                            "actions: [{type: deny}]}]"), conn(), NOW)  # fmt: skip
     assert first.vars == {"a": 1} and second.close_reason == "policy_denied"
+
+
+def test_variables_given_as_a_function_are_built_only_when_read():
+    """The worker passes the connection's variables as a function: a policy whose rules
+    read nothing must not pay for building them (conn.tls with its certificate maps)."""
+    built = []
+
+    def lazy(**kwargs):
+        def build():
+            built.append(kwargs)
+            return conn(**kwargs)
+
+        return build
+
+    terminate_only = load("on_tcp_connect: [{actions: [{type: terminate-tls}]}]")
+    paused = evaluate(terminate_only, lazy(sni="app.example.com"), NOW)
+    assert paused.outcome == "terminate_tls"
+    done = evaluate(terminate_only, lazy(tls=terminated_tls()), NOW, resume=paused.resume)
+    assert done.outcome == "continue"
+    assert built == []
+
+    reading = load("""
+on_tcp_connect:
+  - actions: [{type: terminate-tls}]
+  - expressions: ["actions.ngrok.terminate_tls.cipher_suite == conn.tls.cipher_suite",
+                  "actions.ngrok.terminate_tls.client.subject.common_name == 'alice'"]
+    actions: [{type: deny}]
+""")
+    paused = evaluate(reading, lazy(sni="app.example.com"), NOW)
+    assert built == []  # the first rule has no expressions and pauses before the second
+    done = evaluate(reading, lazy(tls=terminated_tls()), NOW, resume=paused.resume)
+    # actions.ngrok.terminate_tls mirrors conn.tls once something reads it
+    assert done.close_reason == "policy_denied"
+    assert len(built) == 1
