@@ -1,8 +1,10 @@
 """Connection records and the `tcp_connection_closed.v0` event built from them.
 
 Pure: the worker fills a `ConnectionRecord` while it serves a connection and
-calls `build_closed_event()` once when the connection ends; the worker's event
-sink (tlsgate/worker/eventsink.py) does the writing. Field names follow ngrok's
+turns it into a `closed_event_row` once when the connection ends; the event itself
+(`closed_event_from_row`, or `build_closed_event` in one step) is built where it is
+written or read: the worker's event sink (tlsgate/worker/eventsink.py), the master's
+event log (tlsgate/master/eventlog.py). Field names follow ngrok's
 event (ngrok-tls-facts.md §5.1) plus tlsgate's own `endpoint`, `upstream`,
 `termination` and `close_reason`.
 """
@@ -113,36 +115,79 @@ class ConnectionRecord:
 
 
 def build_closed_event(rec: ConnectionRecord) -> dict:
-    end_ts = rfc3339(rec.end_ts if rec.end_ts is not None else rec.start_ts)
-    endpoint = None
-    if rec.endpoint_name is not None:
-        endpoint = {"name": rec.endpoint_name, "url": rec.endpoint_url}
+    return closed_event_from_row(closed_event_row(rec))
+
+
+def closed_event_row(rec: ConnectionRecord) -> list:
+    """The closed event as a flat list: what a worker sends the master.
+
+    Building the nested event (two RFC 3339 timestamps, five dicts) and encoding it costs
+    a worker several times what this list does, per connection; the master expands rows
+    with `closed_event_from_row` only when someone reads its backlog or follows events.
+    The event id is drawn here, so every expansion of a row is the same event.
+    """
+    return [
+        new_event_id(),
+        rec.start_ts,
+        rec.end_ts if rec.end_ts is not None else rec.start_ts,
+        rec.conn_id,
+        rec.client_ip,
+        rec.client_port,
+        rec.server_ip,
+        rec.server_port,
+        rec.server_name,
+        rec.ja4_fingerprint,
+        rec.endpoint_name,
+        rec.endpoint_url,
+        rec.upstream_addr,
+        rec.termination,
+        rec.bytes_in,
+        rec.bytes_out,
+        rec.close_reason,
+        rec.upstream_error,
+        rec.extra,
+    ]
+
+
+CLOSED_ROW_LENGTH = 19
+
+
+def closed_event_from_row(row: list) -> dict:
+    """The ``tcp_connection_closed.v0`` event of a `closed_event_row`."""
+    (
+        event_id, start_ts, end_ts, conn_id, client_ip, client_port, server_ip, server_port,
+        server_name, ja4, endpoint_name, endpoint_url, upstream_addr, termination,
+        bytes_in, bytes_out, close_reason, upstream_error, extra,
+    ) = row  # fmt: skip
+    end = rfc3339(end_ts)
     obj = {
         "conn": {
-            "bytes_in": rec.bytes_in,
-            "bytes_out": rec.bytes_out,
-            "client_ip": rec.client_ip,
-            "client_port": rec.client_port,
-            "server_ip": rec.server_ip,
-            "server_port": rec.server_port,
-            "server_name": rec.server_name,
-            "start_ts": rfc3339(rec.start_ts),
-            "end_ts": end_ts,
+            "bytes_in": bytes_in,
+            "bytes_out": bytes_out,
+            "client_ip": client_ip,
+            "client_port": client_port,
+            "server_ip": server_ip,
+            "server_port": server_port,
+            "server_name": server_name,
+            "start_ts": rfc3339(start_ts),
+            "end_ts": end,
         },
-        "ja4_fingerprint": rec.ja4_fingerprint,
-        "endpoint": endpoint,
-        "upstream": {"addr": rec.upstream_addr} if rec.upstream_addr else None,
-        "termination": rec.termination,
-        "close_reason": rec.close_reason,
-        "id": rec.conn_id,
+        "ja4_fingerprint": ja4,
+        "endpoint": (
+            {"name": endpoint_name, "url": endpoint_url} if endpoint_name is not None else None
+        ),
+        "upstream": {"addr": upstream_addr} if upstream_addr else None,
+        "termination": termination,
+        "close_reason": close_reason,
+        "id": conn_id,
     }
-    if rec.upstream_error:
-        obj["upstream_error"] = rec.upstream_error
-    obj.update(rec.extra)
+    if upstream_error:
+        obj["upstream_error"] = upstream_error
+    obj.update(extra)
     return {
-        "event_id": new_event_id(),
+        "event_id": event_id,
         "event_type": EVENT_TYPE_CLOSED,
-        "event_timestamp": end_ts,
+        "event_timestamp": end,
         "object": obj,
     }
 

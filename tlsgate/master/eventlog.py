@@ -1,10 +1,15 @@
 """The master's recent-event history and its live subscribers.
 
 Two kinds of events go in: ``tcp_connection_closed.v0`` events, which workers
-send over their channels (tlsgate/master/plane.py), and ``gateway_log.v0``
-events, made by `GatewayLogHandler` from the master's own log records (worker
-exits and restarts, reloads, endpoint changes). ``events.subscribe`` requests
+send over their channels (tlsgate/master/plane.py) as flat rows
+(`tlsgate.events.closed_event_row`), and ``gateway_log.v0`` events, made by
+`GatewayLogHandler` from the master's own log records (worker exits and restarts,
+reloads, endpoint changes). ``events.subscribe`` requests
 (tlsgate/master/handlers.py) read the backlog and register a subscriber.
+
+Rows stay rows until someone reads them: most of the time nobody does, and a gateway
+busy with short connections would otherwise spend a good part of the master's time
+building events for a backlog that is overwritten unread.
 """
 
 from __future__ import annotations
@@ -14,7 +19,9 @@ from collections import deque
 from collections.abc import Callable
 
 from tlsgate.control.schema import GATEWAY_LOG_EVENT
-from tlsgate.events import new_event_id, rfc3339
+from tlsgate.events import CLOSED_ROW_LENGTH, closed_event_from_row, new_event_id, rfc3339
+
+log = logging.getLogger(__name__)
 
 BACKLOG = 1000
 """Events kept for new subscribers."""
@@ -24,7 +31,8 @@ Subscriber = Callable[[dict], None]
 
 class EventLog:
     def __init__(self, capacity: int = BACKLOG):
-        self.recent: deque[dict] = deque(maxlen=capacity)
+        self.recent: deque[dict | list] = deque(maxlen=capacity)
+        """Events, and closed-event rows not expanded yet, oldest first."""
         self.subscribers: list[Subscriber] = []
 
     def append(self, event: dict) -> None:
@@ -32,11 +40,26 @@ class EventLog:
         for subscriber in list(self.subscribers):
             subscriber(event)
 
+    def append_row(self, row: list) -> None:
+        """A worker's `closed_event_row`; expanded now only if someone follows events."""
+        if (
+            not isinstance(row, list)
+            or len(row) != CLOSED_ROW_LENGTH
+            or not all(isinstance(ts, int | float) for ts in row[1:3])
+            or not isinstance(row[-1], dict)
+        ):
+            log.error("worker sent a malformed event row; dropped")
+            return
+        if self.subscribers:
+            self.append(closed_event_from_row(row))
+        else:
+            self.recent.append(row)
+
     def backlog(self, count: int) -> list[dict]:
         if count <= 0:
             return []
-        items = list(self.recent)
-        return items[-count:]
+        items = list(self.recent)[-count:]
+        return [closed_event_from_row(i) if isinstance(i, list) else i for i in items]
 
     def subscribe(self, subscriber: Subscriber) -> None:
         self.subscribers.append(subscriber)

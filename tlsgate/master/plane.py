@@ -179,9 +179,9 @@ class ControlPlane:
         kind = message.get("type")
         if kind == "report":
             self.stats.on_report(pid, message)
-        elif kind == "events":
-            for event in message.get("events", ()):
-                self.events.append(event)
+        elif kind == "closed":
+            for row in message.get("rows", ()):
+                self.events.append_row(row)
         elif kind == "reply":
             req = message.get("req")
             query = self.queries.get(req) if isinstance(req, int) else None

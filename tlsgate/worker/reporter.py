@@ -9,14 +9,16 @@ tlsgate/worker/process.py after the accept loops; fed by the server's
 Worker -> master:
   ``hello``   once the accept loops run (the master counts the generation as ready);
   ``report``  every `REPORT_INTERVAL`: live connection counts and cumulative counters;
-  ``events``  the ``tcp_connection_closed.v0`` events of finished connections, batched;
+  ``closed``  the ``tcp_connection_closed.v0`` events of finished connections, batched,
+              as flat rows (`tlsgate.events.closed_event_row`) the master expands
+              only when someone reads them;
   ``reply``   the answer to a command, with the command's ``req``.
 Master -> worker:
   ``connections``  list the live connections;
   ``kill``         close connection ``id`` with close_reason ``killed``.
 
 Nothing here runs on the accept or relay path: finished connections cost one
-counter update and one queued dict; everything else happens in the reporter's
+counter update and one queued list; everything else happens in the reporter's
 own greenlets. If the master stops reading, only those greenlets wait; events
 beyond `MAX_QUEUED_EVENTS` are dropped (and counted), never the connections.
 """
@@ -52,7 +54,8 @@ class Reporter:
         self.generation = generation
         self.counters = counters
         self.pid = os.getpid()
-        self.events: deque[dict] = deque()
+        self.events: deque[list] = deque()
+        """`closed_event_row` lists not sent yet."""
         self.dropped_events = 0
         self._send_lock = Semaphore()
         self._greenlets: list[gevent.Greenlet] = []
@@ -70,14 +73,14 @@ class Reporter:
         ]
 
     def connection_finished(
-        self, record: ConnectionRecord, event: dict, dial_latency: float | None
+        self, record: ConnectionRecord, row: list, dial_latency: float | None
     ) -> None:
         """Called by `Server` (from a greenlet or an event-loop callback: never blocks)."""
         self.counters.count_closed(record, dial_latency)
         if len(self.events) >= MAX_QUEUED_EVENTS:
             self.dropped_events += 1
             return
-        self.events.append(event)
+        self.events.append(row)
 
     def close(self, timeout: float = 5.0) -> None:
         """Send the last events and the final report (the master keeps it after we exit)."""
@@ -130,7 +133,7 @@ class Reporter:
     def _flush_events(self) -> None:
         while self.events and not self._broken:
             batch = [self.events.popleft() for _ in range(min(EVENT_BATCH, len(self.events)))]
-            self._send({"type": "events", "events": batch})
+            self._send({"type": "closed", "rows": batch})
 
     def _send(self, message: dict) -> None:
         if self._broken:

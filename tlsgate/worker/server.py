@@ -24,7 +24,7 @@ from gevent import socket as green_socket
 from gevent.event import Event
 
 from tlsgate.config.model import EndpointConfig
-from tlsgate.events import ConnectionRecord, build_closed_event
+from tlsgate.events import ConnectionRecord, closed_event_from_row, closed_event_row
 from tlsgate.worker.connection import Connection, Routing
 from tlsgate.worker.connlimits import ConnectionLimits
 from tlsgate.worker.eventsink import EventSink
@@ -78,9 +78,9 @@ class Server:
         """Connections accepted since the worker started (read by the reporter)."""
         self.accept_errors = 0
         """accept() failures for lack of descriptors or buffers: the connection cap the OS enforces."""
-        self.on_finished: Callable[[ConnectionRecord, dict, float | None], None] | None = None
-        """Called with every finished connection's record, its event and its dial latency
-        (the reporter's counters and events)."""
+        self.on_finished: Callable[[ConnectionRecord, list, float | None], None] | None = None
+        """Called with every finished connection's record, its event as a
+        `closed_event_row` and its dial latency (the reporter's counters and events)."""
 
     def start(self) -> None:
         loop = get_hub().loop
@@ -224,11 +224,12 @@ class Server:
         self._emit(record, dial_latency)
 
     def _emit(self, record: ConnectionRecord, dial_latency: float | None) -> None:
-        # Built once, so the events file and the control plane's stream carry the same event_id.
-        event = build_closed_event(record)
-        self.sink.emit(event)
+        # One row, so the events file and the control plane's stream carry the same event_id.
+        row = closed_event_row(record)
+        if self.sink.enabled:
+            self.sink.emit(closed_event_from_row(row))
         if self.on_finished is not None:
-            self.on_finished(record, event, dial_latency)
+            self.on_finished(record, row, dial_latency)
 
 
 def _unmap(ip: str) -> str:
