@@ -54,6 +54,7 @@ _CB_WRITE = _lib.SSL_CB_WRITE
 _SSL_do_handshake = _lib.SSL_do_handshake
 _SSL_get_error = _lib.SSL_get_error
 _SSL_read = _lib.SSL_read
+_SSL_pending = _lib.SSL_pending
 _SSL_write = _lib.SSL_write
 _BIO_read = _lib.BIO_read
 _BIO_write = _lib.BIO_write
@@ -110,6 +111,8 @@ class GreenTLSConnection:
         self.truncated = False
         """True if the peer's TCP stream ended without close_notify."""
         self._flush_lock = gevent.lock.Semaphore()
+        self._fed = False
+        """Ciphertext went in since OpenSSL last said it wants more (see `may_hold_input`)."""
         self._ssl = conn._ssl
         self._into_ssl = conn._into_ssl
         self._from_ssl = conn._from_ssl
@@ -217,6 +220,12 @@ class GreenTLSConnection:
         """Bytes read from the peer, for `read_plaintext` to decrypt."""
         self._feed(raw)
 
+    @property
+    def may_hold_input(self) -> bool:
+        """Whether `read_plaintext` may have something without another socket read: records
+        that came in the same read as the handshake's last flight, or plaintext left over."""
+        return self._fed or _SSL_pending(self._ssl) > 0
+
     def read_plaintext(self, bufsize: int) -> bytes | None:
         """Up to ``bufsize`` plaintext bytes OpenSSL can give now; None when it needs more
         ciphertext first, b"" at the peer's close_notify. Raises `TLSStreamError`. Replies
@@ -230,6 +239,7 @@ class GreenTLSConnection:
         try:
             self.conn._raise_ssl_error(ssl, result)
         except SSL.WantReadError:
+            self._fed = False  # OpenSSL took everything it was given
             return None
         except SSL.ZeroReturnError:
             self.closed_by_peer = True
@@ -327,6 +337,7 @@ class GreenTLSConnection:
 
     def _feed(self, raw: bytes) -> None:
         """Hand bytes from the peer to OpenSSL (a memory BIO takes them all)."""
+        self._fed = True
         if type(raw) is not bytes:
             raw = bytes(raw)
         if _BIO_write(self._into_ssl, raw, len(raw)) != len(raw):

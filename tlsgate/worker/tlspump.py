@@ -121,10 +121,14 @@ class StreamDirection:
         self.ended = False
 
     def resume(self) -> None:
-        """Read now (OpenSSL may hold plaintext the socket's readiness cannot show: records
-        that came with the handshake's last flight), then whenever the socket is readable."""
+        """Read whenever the socket is readable (the watcher is level-triggered, so bytes
+        already waiting count), and now if OpenSSL may hold records the socket's readiness
+        cannot show: ones that came with the handshake's last flight, or the rest of a read
+        cut short while the destination was full."""
         self.reader.start(self.on_readable)
-        self.on_readable()
+        tls = self.src.tls
+        if tls is not None and tls.may_hold_input:
+            self.on_readable()
 
     def on_readable(self) -> None:
         try:
