@@ -64,7 +64,7 @@ class TerminateTlsAction(Action, type_name="terminate-tls"):
         return cls(ctx.key_path, low, high, cert, key, cas, strategy, alpn)
 
     @cached_property
-    def _static_decision(self) -> TerminateTls | None:
+    def static_decision(self) -> TerminateTls | None:
         """The decision, made once, when no setting interpolates ``${...}``."""
         templates = [
             self.server_certificate,
@@ -80,7 +80,7 @@ class TerminateTlsAction(Action, type_name="terminate-tls"):
         if state.tls_terminated:
             state.trace.append("terminate-tls: TLS already terminated; ignored")
             return None
-        decided = self._static_decision
+        decided = self.static_decision
         if decided is None:
 
             def text(t: Template | None) -> str | None:
@@ -107,6 +107,25 @@ class TerminateTlsAction(Action, type_name="terminate-tls"):
             mutual_tls_verification_strategy=self.mutual_tls_verification_strategy,
             alpn=tuple(text(t) or "" for t in self.alpn),
         )
+
+
+def only_terminates(policy) -> TerminateTls | None:
+    """The decision of a policy that only terminates TLS, with settings that interpolate
+    nothing (the commonest TLS-endpoint policy), else None.
+
+    Evaluating such a policy decides exactly this, then resumes to ``continue`` with no
+    logs, variables or IP decision, so the worker may terminate without evaluating it
+    (tests/unit/policy/test_terminate_fast.py checks that against `engine.evaluate`).
+    """
+    if policy is None or len(policy.rules) != 1:
+        return None
+    rule = policy.rules[0]
+    if rule.expressions or len(rule.actions) != 1:
+        return None
+    action = rule.actions[0]
+    if not isinstance(action, TerminateTlsAction):
+        return None
+    return action.static_decision
 
 
 def _check_ca(text: str) -> str | None:

@@ -185,6 +185,10 @@ class FastConnection:
             return
         self.state = "policy"
         self._members = members
+        plain = routing.plain_terminations.get(chosen.name)
+        if plain is not None:  # evaluating the policy would decide this and nothing else
+            self._terminate(TerminateStep(plain, chosen))
+            return
         self._steps = PolicyFlow(routing, self.record, hello, chosen).steps()
         self._advance(None)
 
@@ -242,7 +246,11 @@ class FastConnection:
     def _terminated(self) -> None:
         self._handshake = None
         note_terminated(self.record, self.tls)
-        self._advance(self.tls)
+        if self._steps is not None:
+            self._advance(self.tls)
+            return
+        members, self._members = self._members, []
+        self._dial(members, members[0])
 
     def _handshake_failed(self, error: TLSHandshakeError, unsent: bytes) -> None:
         self._handshake = None

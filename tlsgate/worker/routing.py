@@ -11,7 +11,7 @@ members a failed dial may fall over to, and what PROXY header goes first (`proxy
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from tlsgate.config.model import Config, EndpointConfig, LimitsConfig
@@ -53,9 +53,13 @@ class Routing:
     terminator: Any = None
     """`tlsgate.worker.termination.Terminator` (built lazily: it imports pyOpenSSL)."""
     rate_limiter: Any = None
+    plain_terminations: dict[str, Any] = field(default_factory=dict)
+    """Endpoint name -> `TerminateTls`, for endpoints whose policy only terminates TLS
+    (`tlsgate.policy.terminate.only_terminates`): no evaluation per connection."""
 
     @classmethod
     def build(cls, config: Config, rate_limiter: Any = None, terminator: Any = None) -> Routing:
+        from tlsgate.policy.terminate import only_terminates
         from tlsgate.policy.vars import build_endpoint_vars
 
         endpoints = config.endpoints
@@ -71,6 +75,11 @@ class Routing:
             )
             for ep in endpoints
         }
+        plain_terminations = {
+            ep.name: decision
+            for ep in endpoints
+            if (decision := only_terminates(ep.traffic_policy)) is not None
+        }
         return cls(
             RouteTable.build(endpoints),
             config.limits,
@@ -79,6 +88,7 @@ class Routing:
             endpoint_vars,
             terminator,
             rate_limiter,
+            plain_terminations,
         )
 
     def pool_of(self, endpoint: EndpointConfig) -> list[EndpointConfig]:
