@@ -23,7 +23,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from benchlib.load import LoadError, connection_latencies, run_wrk, wait_ready
+from benchlib.load import LoadError, interleaved_connection_latencies, run_wrk, wait_ready
 from benchlib.procs import Processes, tree_fds, tree_usage
 from benchlib.targets import BIG_FILE, PASS_HOST, SMALL_BODY, SMALL_PATH, Target
 
@@ -162,8 +162,12 @@ class Runner:
     # -- case 5: latency -----------------------------------------------------------
 
     def latency_case(self, targets: list[Target]) -> None:
+        """Per run: each target's request latency on one open connection (wrk), then the
+        new-connection latency of all targets at once, interleaved (see
+        `interleaved_connection_latencies`)."""
         s = self.settings
         for run in range(1, s.runs + 1):
+            measured: list[tuple[Sample, Target]] = []
             for target in targets:
                 if self.out_of_time(s.latency_seconds * 2 + 10):
                     self.skipped.append(f"latency run {run} on {target.name}: out of time")
@@ -175,19 +179,27 @@ class Runner:
                     sample.values["request_p50_us"] = result.p50_us
                     sample.values["request_p99_us"] = result.p99_us
                     sample.requests, sample.errors = result.requests, result.errors
-                    times = connection_latencies(
-                        target.pass_port,
-                        PASS_HOST,
-                        SMALL_PATH,
-                        s.latency_samples,
-                        s.latency_seconds,
-                    )
-                    sample.values["connection_p50_us"] = _percentile(times, 50) * 1e6
-                    sample.values["connection_p99_us"] = _percentile(times, 99) * 1e6
-                    sample.values["connection_samples"] = len(times)
+                    measured.append((sample, target))
                 except (LoadError, OSError) as e:
                     sample.failure = f"{type(e).__name__}: {e}"
                 self.samples.append(sample)
+            try:
+                times = interleaved_connection_latencies(
+                    {target.name: target.pass_port for _, target in measured},
+                    PASS_HOST,
+                    SMALL_PATH,
+                    s.latency_samples,
+                    s.latency_seconds * len(measured),
+                )
+            except (LoadError, OSError) as e:
+                for sample, _ in measured:
+                    sample.failure = f"{type(e).__name__}: {e}"
+                times = {}
+            for sample, target in measured:
+                if target.name in times:
+                    sample.values["connection_p50_us"] = _percentile(times[target.name], 50) * 1e6
+                    sample.values["connection_p99_us"] = _percentile(times[target.name], 99) * 1e6
+                    sample.values["connection_samples"] = len(times[target.name])
                 _progress(sample)
 
     # -- cases 4 and 4b: idle connections -------------------------------------------

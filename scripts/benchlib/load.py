@@ -6,9 +6,9 @@ before anything else. The Lua script written by `write_wrk_script` replaces
 while still sending ``app.bench.test`` as SNI; its ``done`` hook prints the exact
 request, byte and error counts and latency percentiles as one JSON line.
 
-`fetch` makes one HTTPS request (readiness checks); `connection_latencies` times
-whole new connections (TCP connect, full handshake, one request, the response),
-which wrk's latency does not include.
+`fetch` makes one HTTPS request (readiness checks); `interleaved_connection_latencies`
+times whole new connections (TCP connect, full handshake, one request, the response),
+which wrk's latency does not include, to several targets in turn.
 """
 
 from __future__ import annotations
@@ -155,18 +155,28 @@ def wait_ready(port: int, host: str, path: str, timeout: float) -> str | None:
     return error
 
 
-def connection_latencies(port: int, host: str, path: str, count: int, budget: float) -> list[float]:
-    """Seconds per whole new connection (connect, full handshake, request, response), sequentially."""
+def interleaved_connection_latencies(
+    ports: dict[str, int], host: str, path: str, count: int, budget: float
+) -> dict[str, list[float]]:
+    """Seconds per whole new connection to each target, one connection to each in turn
+    (in a rotating order), so that every target's samples see the same moments of a busy
+    machine: the added latency is a difference of two medians, and measuring the targets
+    one after the other made it swing with whatever else the machine was doing."""
     ctx = client_context()
     request = f"GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n".encode()
-    samples: list[float] = []
+    names = list(ports)
+    samples: dict[str, list[float]] = {name: [] for name in names}
     deadline = time.monotonic() + budget
-    while len(samples) < count and time.monotonic() < deadline:
-        start = time.perf_counter()
-        with socket.create_connection(("127.0.0.1", port), timeout=5) as raw:
-            raw.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            with ctx.wrap_socket(raw, server_hostname=host) as tls:
-                tls.sendall(request)
-                _read_response(tls)
-                samples.append(time.perf_counter() - start)
+    for round_number in range(count):
+        if time.monotonic() >= deadline:
+            break
+        shift = round_number % len(names)
+        for name in names[shift:] + names[:shift]:
+            start = time.perf_counter()
+            with socket.create_connection(("127.0.0.1", ports[name]), timeout=5) as raw:
+                raw.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                with ctx.wrap_socket(raw, server_hostname=host) as tls:
+                    tls.sendall(request)
+                    _read_response(tls)
+                    samples[name].append(time.perf_counter() - start)
     return samples
