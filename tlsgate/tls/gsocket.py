@@ -1,14 +1,15 @@
 """Cooperative pyOpenSSL over gevent sockets, through memory BIOs.
 
-The worker's connection handler calls `GreenTLSConnection.server(sock, ctx)` then
-`server_handshake(client_hello_bytes, timeout)` to terminate a client's TLS, feeding
-the bytes the core already read so the client sees one normal handshake, and
-`client_handshake(sock, ctx, server_name, timeout)` to re-encrypt to an upstream; the
-handshakes run in the connection's greenlet. The worker's relay (tlsgate/worker/tlspump.py)
-then does its own non-blocking socket I/O from event-loop callbacks and uses the sans-IO
-methods: `take_ciphertext`, `read_plaintext`, `write_plaintext`, `write_close_notify`,
-`ciphertext_out`. Greenlet code (tests, tools) can use `recv`/`sendall`/`shutdown`/`close`
-as on a plain gevent socket instead.
+The worker makes a `GreenTLSConnection` per TLS session it speaks: `server(sock, ctx)`
+to terminate a client's TLS, or over `prepare_upstream_connection` to re-encrypt to an
+upstream. Its event-loop code does the socket I/O itself and uses the sans-IO methods:
+the handshake (tlsgate/worker/handshake.py) `take_ciphertext`, `_handshake_step` and
+`ciphertext_out`, feeding first the ClientHello bytes the core already read so the
+client sees one normal handshake; the relay (tlsgate/worker/tlspump.py) `read_plaintext`,
+`write_plaintext`, `write_close_notify` and `may_hold_input` too. Greenlet code (the
+worker's hand-over for a host-name upstream, tests, tools) blocks instead:
+`server_handshake`, `client_handshake`, and `recv`/`sendall`/`shutdown`/`close` as on a
+plain gevent socket.
 
 OpenSSL never touches the socket: it reads from and writes to memory BIOs, and this
 module moves bytes between the BIOs and the gevent socket (whose recv/sendall yield

@@ -111,11 +111,16 @@ class Handshake:
             self.unsent += out
         if self.unsent and not self._write():
             return  # the writer resumes
+        self._await_peer()
+
+    def _await_peer(self) -> None:
+        """Our flight is out: done, or wait for the peer's next one."""
         if self.complete:
             self._finish()
             return
         if self.reader is None:
             self.reader = self.loop.io(self.fd, _READ)
+        if not self.reader.active:
             self.reader.start(self._guarded, self._on_readable)
         self._arm_timer()
 
@@ -148,12 +153,7 @@ class Handshake:
         if not self._write():
             return
         self.writer.stop()
-        if self.complete:
-            self._finish()
-            return
-        if self.reader is None:
-            self.reader = self.loop.io(self.fd, _READ)
-        self.reader.start(self._guarded, self._on_readable)
+        self._await_peer()
 
     def _on_readable(self) -> None:
         try:
