@@ -190,6 +190,34 @@ def test_a_terminated_connection_to_a_host_name_goes_on_in_a_greenlet(gateway, u
     assert event["close_reason"] in ("eof", "client_reset")
 
 
+def test_a_terminated_pool_fails_over_from_a_member_that_refuses(gateway, upstreams, pki):
+    """After termination nothing but a PROXY header (here: nothing) goes first, so the
+    connect is confirmed by an empty send; a refused member must still fail over."""
+    alive = upstreams("alive", tls=False)
+    dead = upstreams("dead", tls=False)
+    dead_address = dead.address
+    dead.close()
+    members = [
+        endpoint(name, "tls://pool.example.test", address)
+        | {"traffic_policy": TERMINATE, "pooling_enabled": True}
+        for name, address in (("a", alive.address), ("b", dead_address))
+    ]
+    gw = gateway(
+        {
+            "certificates": [{"cert": str(pki.server.cert), "key": str(pki.server.key)}],
+            "endpoints": members,
+        }
+    )
+    ctx = ssl.create_default_context(cafile=pki.files.cert)
+    for _ in range(12):  # a random first pick: all 12 reaching "alive" shows the failover
+        raw = socket.create_connection(("127.0.0.1", gw.port), timeout=10)
+        with ctx.wrap_socket(raw, server_hostname="pool.example.test") as s:
+            assert read_line(s) == "hello from alive\n"
+    events = [e["object"] for e in gw.wait_events(12)]
+    assert {e["endpoint"]["name"] for e in events} == {"a"}
+    assert all(e["termination"] == "gateway" for e in events)
+
+
 def test_a_connection_in_its_terminating_handshake_is_listed_and_killed(gateway, upstreams, pki):
     """A client that sent its ClientHello and then nothing: the gateway waits for the rest
     of the handshake (state ``policy``) without a greenlet, and a kill ends it."""
