@@ -108,19 +108,17 @@ class Connection:
                 self._end(reason, upstream)
 
     def refuse(self, reason: str, alert: int | None, unsent: bytes = b"") -> None:
-        """Send ``alert`` (or ``unsent``: what a failed handshake left for the client),
-        close gracefully, report ``reason``."""
+        """Send ``alert``, or ``unsent`` (what a failed handshake left for the client, maybe
+        nothing), close gracefully, report ``reason``."""
+        farewell = alerts.build_alert(alert) if alert is not None else unsent
         try:
-            if unsent:
+            if farewell:
                 try:
-                    self.client.sendall(unsent)
+                    self.client.sendall(farewell)
                 except OSError:
                     pass  # the client is gone already; the event still records why we closed
-            if alert is None:
-                self._close_gracefully()
-                raise ConnectionClosed(reason)
-            self.fail(reason, alert)
-        except ConnectionClosed as e:
+            self._close_gracefully()
+        except ConnectionClosed as e:  # killed or shut down while draining
             reason = e.reason
         finally:
             self._end(reason, None)
@@ -198,16 +196,6 @@ class Connection:
         except TLSHandshakeError as e:
             record.extra.setdefault("tls", {})["upstream_error"] = e.reason
             raise ConnectionClosed("upstream_tls_failed") from e
-
-    def fail(self, reason: str, alert: int | None):
-        """Send ``alert`` (if any), close gracefully, raise `ConnectionClosed`."""
-        if alert is not None:
-            try:
-                self.client.sendall(alerts.build_alert(alert))
-            except OSError:
-                pass  # the client is gone already; the event still records why we closed
-            self._close_gracefully()
-        raise ConnectionClosed(reason)
 
     def _close_gracefully(self) -> None:
         """Half-close and drain briefly so our alert is not destroyed by an RST."""
