@@ -151,6 +151,7 @@ def test_grease_set_is_is_grease():
 def test_ja4_of_captures_matches_the_reference(name, transport):
     hello = parse_client_hello(CAPTURED[name])
     ja4_module._HASH_CACHE.clear()
+    ja4_module._FINGERPRINT_CACHE.clear()
     first = ja4_fingerprint(hello, transport)
     assert first == reference_ja4(hello, transport)
     assert ja4_fingerprint(hello, transport) == first  # from the cache
@@ -195,13 +196,35 @@ def test_ja4_rejects_an_unknown_transport_as_before():
         ja4_fingerprint(hello, "x")
 
 
-def test_ja4_cache_stays_bounded(monkeypatch):
-    monkeypatch.setattr(ja4_module, "_HASH_CACHE_SIZE", 8)
+def test_ja4_caches_stay_bounded(monkeypatch):
+    monkeypatch.setattr(ja4_module, "_CACHE_SIZE", 8)
     ja4_module._HASH_CACHE.clear()
+    ja4_module._FINGERPRINT_CACHE.clear()
     for cipher in range(0x1000, 0x1040):
         hello = parse_client_hello(hello_bytes(ciphers=(cipher,)))
         assert ja4_fingerprint(hello) == reference_ja4(hello)
         assert len(ja4_module._HASH_CACHE) <= 8
+        assert len(ja4_module._FINGERPRINT_CACHE) <= 8
+
+
+def test_ja4_cache_tells_apart_hellos_that_differ_in_one_field():
+    # Each pair differs only in a field part a reads (version, first ALPN value) or in the
+    # order of the signature algorithms (part c keeps it): a cached fingerprint must not
+    # answer for the other one.
+    ja4_module._FINGERPRINT_CACHE.clear()
+    pairs = [
+        (versions_ext(0x0304, 0x0303), versions_ext(0x0303)),
+        (alpn_ext(b"h2"), alpn_ext(b"http/1.1")),
+        (u16_list_ext(0x000D, [0x0403, 0x0804]), u16_list_ext(0x000D, [0x0804, 0x0403])),
+    ]
+    for first, second in pairs:
+        fingerprints = []
+        for extension in (first, second, first):
+            hello = parse_client_hello(hello_bytes(extensions=sni_ext(b"app.example") + extension))
+            fingerprints.append(ja4_fingerprint(hello))
+            assert fingerprints[-1] == reference_ja4(hello)
+        assert fingerprints[0] != fingerprints[1]
+        assert fingerprints[0] == fingerprints[2]
 
 
 # --- events -------------------------------------------------------------------------

@@ -28,10 +28,12 @@ form (0xAB 0xCD -> "ad"). FoxIO's Python and Rust tools differ from JA4.md here
 (they print "x0" for a one-character value and "9" for a non-ASCII character);
 we follow the specification. No client we know sends such ALPN values.
 
-Cost: the hashes of parts b and c are cached by the (GREASE-free, sorted) lists they
-hash, in a small bounded dict: a client sends the same lists on every connection
-(Chrome's random GREASE values and extension order are removed before the lookup).
-`ja4_raw` keeps the plain computation the fast path is tested against.
+Cost: a client library sends the same lists on every connection, so whole fingerprints
+are cached by the hello fields they depend on (one dict lookup on the worker's hot
+path). Chrome's random GREASE values and extension order defeat that key; for it the
+hashes of parts b and c are cached by the (GREASE-free, sorted) lists they hash. Both
+caches are small bounded dicts. `ja4_raw` keeps the plain computation the fast path is
+tested against.
 """
 
 from __future__ import annotations
@@ -59,12 +61,30 @@ _GREASE = frozenset(0x0A0A + 0x1010 * i for i in range(16))
 """The 16 GREASE values of `is_grease` (cipher suites and extension types are 16-bit)."""
 _NOT_IN_PART_C = frozenset({EXT_SERVER_NAME, EXT_ALPN})
 _HASH_CACHE: dict[tuple, str] = {}
-_HASH_CACHE_SIZE = 4096
-"""Distinct lists kept; beyond it the cache starts over (clients are few, lists repeat)."""
+_FINGERPRINT_CACHE: dict[tuple, str] = {}
+_CACHE_SIZE = 4096
+"""Entries kept per cache; beyond it a cache starts over (clients are few, lists repeat)."""
 
 
 def ja4_fingerprint(hello: ClientHello, transport: str = "t") -> str:
     """The JA4 fingerprint of ``hello``, e.g. ``t13d1516h2_8daaf6152771_e5627efa2ab1``."""
+    # Everything the fingerprint depends on; the lists as sent (GREASE, order and all).
+    key = (
+        transport,
+        hello.legacy_version,
+        hello.supported_versions,
+        hello.cipher_suites,
+        hello.extensions,
+        hello.signature_algorithms,
+        hello.alpn[:1],
+    )
+    fingerprint = _FINGERPRINT_CACHE.get(key)
+    if fingerprint is None:
+        fingerprint = _remember(_FINGERPRINT_CACHE, key, _compute(hello, transport))
+    return fingerprint
+
+
+def _compute(hello: ClientHello, transport: str) -> str:
     if transport not in TRANSPORTS:
         raise ValueError(f"JA4 transport must be one of {TRANSPORTS}, not {transport!r}")
     grease = _GREASE
@@ -79,13 +99,13 @@ def ja4_fingerprint(hello: ClientHello, transport: str = "t") -> str:
     cache = _HASH_CACHE
     hash_b = cache.get(key_b)
     if hash_b is None:
-        hash_b = _remember(key_b, _hash12(_hex_list(ciphers)))
+        hash_b = _remember(cache, key_b, _hash12(_hex_list(ciphers)))
     hash_c = cache.get(key_c)
     if hash_c is None:
         text = _hex_list(part_c)
         if signature_algorithms:
             text = f"{text}_{_hex_list(signature_algorithms)}"
-        hash_c = _remember(key_c, _hash12(text))
+        hash_c = _remember(cache, key_c, _hash12(text))
     first_alpn = hello.alpn[0].encode("latin-1") if hello.alpn else None
     return (
         f"{transport}{_version_code(hello, extensions)}"
@@ -95,10 +115,10 @@ def ja4_fingerprint(hello: ClientHello, transport: str = "t") -> str:
     )
 
 
-def _remember(key: tuple, value: str) -> str:
-    if len(_HASH_CACHE) >= _HASH_CACHE_SIZE:
-        _HASH_CACHE.clear()
-    _HASH_CACHE[key] = value
+def _remember(cache: dict[tuple, str], key: tuple, value: str) -> str:
+    if len(cache) >= _CACHE_SIZE:
+        cache.clear()
+    cache[key] = value
     return value
 
 
