@@ -27,6 +27,7 @@ _BULK = 16 * 1024
 _SCRATCH = bytearray(64 * 1024)
 """Shared by every relay of the worker: nothing yields between a read into it and the write."""
 _SCRATCH_VIEW = memoryview(_SCRATCH)
+_SCRATCH_IOV = (_SCRATCH,)
 _READ, _WRITE = 1, 2
 _ROUNDS = 8
 """Reads per readiness callback: up to 2 MiB of a bulk transfer per turn of the event loop."""
@@ -106,7 +107,9 @@ class FdDirection:
         """Move what the source has, until it has no more (at most `_ROUNDS` reads, so one
         bulk transfer cannot hold up the rest of the worker)."""
         record = self.relay.record
-        for _ in range(_ROUNDS):
+        rounds = _ROUNDS
+        while rounds:
+            rounds -= 1
             if self.pipe_w >= 0:
                 try:
                     n = os.splice(self.src_fd, self.pipe_w, _CHUNK, flags=_SPLICE_FLAGS)
@@ -114,24 +117,25 @@ class FdDirection:
                     return
                 except OSError as e:
                     raise closed_by(e, self._src_name, record) from e
-                self.piped = n
+                self.piped = left = n
                 drained = n < _CHUNK
             else:
                 try:
-                    n = os.readv(self.src_fd, (_SCRATCH,))
+                    n = os.readv(self.src_fd, _SCRATCH_IOV)
                 except BlockingIOError:
                     return
                 except OSError as e:
                     raise closed_by(e, self._src_name, record) from e
+                left = 0
                 if n:
                     try:
-                        sent = os.write(self.dst_fd, _SCRATCH_VIEW[:n])
+                        left = n - os.write(self.dst_fd, _SCRATCH_VIEW[:n])
                     except BlockingIOError:
-                        sent = 0
+                        left = n
                     except OSError as e:
                         raise closed_by(e, self._dst_name, record) from e
-                    if sent < n:
-                        self.pending = memoryview(bytes(_SCRATCH_VIEW[sent:n]))
+                    if left:
+                        self.pending = memoryview(bytes(_SCRATCH_VIEW[n - left : n]))
                     if n >= _BULK and self.may_splice:
                         self._open_pipe()
                 # A short read emptied the socket: reading again now would only say EAGAIN.
@@ -144,7 +148,8 @@ class FdDirection:
                 record.bytes_in += n
             else:
                 record.bytes_out += n
-            if not self._flush():
+            # ``left``: what the destination has not taken yet (the usual small write takes all).
+            if left and not self._flush():
                 # The destination is not taking more: stop reading until it does. A peer that
                 # stops reading stalls this leg too, and the idle rule still applies.
                 self.reader.stop()
