@@ -6,7 +6,6 @@ test_clienthello_props.py and test_ja4.py.
 
 from __future__ import annotations
 
-import dataclasses
 import socket
 import ssl
 import threading
@@ -198,7 +197,7 @@ def test_capture_refragmented_into_one_byte_records(name):
     one_byte_records = refragment_records(data, 1)
     assert len(one_byte_records) > 5 * len(data)  # really cut up
     hello = parse_client_hello(one_byte_records)
-    assert hello == dataclasses.replace(parse_client_hello(data), raw_length=len(one_byte_records))
+    assert hello == parse_client_hello(data)._replace(raw_length=len(one_byte_records))
 
 
 @pytest.mark.parametrize("name", CAPTURES)
@@ -218,18 +217,14 @@ def test_capture_in_one_byte_records_delivered_one_byte_at_a_time(name):
     view = memoryview(data)
     for end in range(1, len(data)):
         assert parse_client_hello(view[:end]) is None
-    assert parse_client_hello(view) == dataclasses.replace(
-        parse_client_hello(load_capture(name)), raw_length=len(data)
-    )
+    assert parse_client_hello(view) == parse_client_hello(load_capture(name))._replace(raw_length=len(data))
 
 
 @pytest.mark.parametrize("size", [2, 3, 7, 100, 511])
 def test_capture_refragmented_into_odd_record_sizes(size):
     data = load_capture("python_large_alpn")
     cut = refragment_records(data, size)
-    assert parse_client_hello(cut) == dataclasses.replace(
-        parse_client_hello(data), raw_length=len(cut)
-    )
+    assert parse_client_hello(cut) == parse_client_hello(data)._replace(raw_length=len(cut))
 
 
 def test_bytes_after_the_hello_are_not_counted_in_raw_length():

@@ -7,8 +7,7 @@ or reads does not change the result.
 
 from __future__ import annotations
 
-import dataclasses
-
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -24,7 +23,12 @@ from tests.unit.test_clienthello import (
     u16_list_ext,
     versions_ext,
 )
-from tlsgate.proto.clienthello import ClientHello, ClientHelloError, parse_client_hello
+from tlsgate.proto.clienthello import (
+    ClientHello,
+    ClientHelloError,
+    ClientHelloReader,
+    parse_client_hello,
+)
 
 SETTINGS = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 CAPTURED = {name: load_capture(name) for name in CAPTURES}
@@ -62,14 +66,14 @@ def test_random_record_sizes_give_the_same_hello(name, data):
         size = data.draw(st.integers(1, 600), label="record size")
         cut += records(payload[pos : pos + size], size=size)
         pos += size
-    assert parse_client_hello(cut) == dataclasses.replace(PARSED[name], raw_length=len(cut))
+    assert parse_client_hello(cut) == PARSED[name]._replace(raw_length=len(cut))
 
 
 @settings(max_examples=20, deadline=None)
 @given(name=captures)
 def test_one_byte_records_give_the_same_hello(name):
     cut = refragment_records(CAPTURED[name], 1)
-    assert parse_client_hello(cut) == dataclasses.replace(PARSED[name], raw_length=len(cut))
+    assert parse_client_hello(cut) == PARSED[name]._replace(raw_length=len(cut))
 
 
 @SETTINGS
@@ -108,6 +112,51 @@ def test_mutated_hellos_never_raise_anything_else(data):
     if isinstance(result, ClientHello):
         assert result.raw_length <= len(data)
         assert len(set(result.extensions)) == len(result.extensions)
+
+
+@SETTINGS
+@given(mutated_captures())
+def test_a_reader_fed_everything_at_once_agrees_with_the_parser(data):
+    # The reader takes a hello in one record straight to the body walk; whatever it
+    # decides must be what the record walk decides (the same hello, or the same error).
+    expected = parse_or_error(data)
+    try:
+        read = ClientHelloReader().feed(data)
+    except ClientHelloError as error:
+        assert isinstance(expected, ClientHelloError), (error, expected)
+        assert (error.reason, error.alert) == (expected.reason, expected.alert)
+        return
+    assert read == expected
+
+
+def test_a_reader_agrees_with_the_parser_on_every_change_to_the_record_and_handshake_headers():
+    # The one-record shortcut reads the 9 header bytes itself: every value that matters
+    # there (content type, version, record length, message type, message length), and
+    # a limit the message exceeds, must end the way the record walk ends.
+    for data in CAPTURED.values():
+        for pos in range(9):
+            for value in {0, 1, 2, 3, 0x16, 0x40, 0xFF, (data[pos] + 1) & 0xFF, (data[pos] - 1) & 0xFF}:
+                changed = data[:pos] + bytes([value]) + data[pos + 1 :]
+                for limit in (64 * 1024, 256):
+                    try:
+                        expected = parse_client_hello(changed, limit)
+                    except ClientHelloError as error:
+                        expected = (error.reason, error.alert)
+                    try:
+                        read = ClientHelloReader(limit).feed(changed)
+                    except ClientHelloError as error:
+                        read = (error.reason, error.alert)
+                    assert read == expected, (pos, value, limit)
+
+
+def test_a_reader_rejects_a_hello_in_one_oversized_record_as_the_parser_does():
+    # Well formed but carried in a single record longer than TLS allows (2^14 bytes).
+    data = hello_bytes(size=1 << 15, extensions=sni_ext(b"example.com") + ext(0x15, bytes(17_000)))
+    expected = parse_or_error(data)
+    assert isinstance(expected, ClientHelloError) and expected.reason == "bad_client_hello"
+    with pytest.raises(ClientHelloError) as info:
+        ClientHelloReader().feed(data)
+    assert (info.value.reason, info.value.alert) == (expected.reason, expected.alert)
 
 
 extension_types = st.integers(0, 0xFFFF)

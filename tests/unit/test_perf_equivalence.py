@@ -34,8 +34,9 @@ from tlsgate.events import (
     new_event_id,
     rfc3339,
 )
+from tlsgate.proto import hellobody
 from tlsgate.proto import ja4 as ja4_module
-from tlsgate.proto.clienthello import ClientHelloError, is_grease, parse_client_hello
+from tlsgate.proto.clienthello import ClientHello, ClientHelloError, is_grease, parse_client_hello
 from tlsgate.proto.hellobody import _parse_body_checked, parse_body
 from tlsgate.proto.ja4 import ja4_fingerprint
 
@@ -67,7 +68,7 @@ def outcome(parse, body: bytes):
 def test_fast_body_walk_gives_the_checked_parsers_hello(name):
     body = body_of(CAPTURED[name])
     assert outcome(parse_body, body) == outcome(_parse_body_checked, body)
-    assert not isinstance(outcome(parse_body, body), tuple)
+    assert isinstance(outcome(parse_body, body), ClientHello)
 
 
 @st.composite
@@ -205,6 +206,34 @@ def test_ja4_caches_stay_bounded(monkeypatch):
         assert ja4_fingerprint(hello) == reference_ja4(hello)
         assert len(ja4_module._HASH_CACHE) <= 8
         assert len(ja4_module._FINGERPRINT_CACHE) <= 8
+
+
+def test_ja4_caches_do_not_keep_long_lists():
+    # The client chooses how long its lists are: a key holding thousands of values
+    # would let hellos fill the worker's memory.
+    ja4_module._HASH_CACHE.clear()
+    ja4_module._FINGERPRINT_CACHE.clear()
+    hello = parse_client_hello(hello_bytes(ciphers=tuple(range(0x2000, 0x2000 + 2000))))
+    assert ja4_fingerprint(hello) == reference_ja4(hello)
+    assert not ja4_module._FINGERPRINT_CACHE
+    assert all(len(key) <= ja4_module._MAX_CACHED_VALUES for key in ja4_module._HASH_CACHE)
+    usual = parse_client_hello(CAPTURED[CAPTURES[0]])
+    ja4_fingerprint(usual)
+    assert len(ja4_module._FINGERPRINT_CACHE) == 1
+
+
+def test_decoded_fields_are_remembered_only_when_short_and_up_to_a_bound(monkeypatch):
+    hellobody._DECODED.clear()
+    long_alpn = alpn_ext(*[b"x" * 200, b"y" * 200])
+    hello = parse_client_hello(hello_bytes(extensions=sni_ext(b"a.example") + long_alpn))
+    assert hello.alpn == ("x" * 200, "y" * 200)
+    assert all(len(data) <= hellobody._DECODED_MAX_BYTES for _, data in hellobody._DECODED)
+    monkeypatch.setattr(hellobody, "_DECODED_SIZE", 4)
+    for n in range(1, 20):
+        names = [f"p{i}".encode() for i in range(n)]
+        parsed = parse_client_hello(hello_bytes(extensions=alpn_ext(*names)))
+        assert parsed.alpn == tuple(name.decode() for name in names)
+        assert len(hellobody._DECODED) <= 4
 
 
 def test_ja4_cache_tells_apart_hellos_that_differ_in_one_field():

@@ -74,6 +74,7 @@ from tlsgate.proto.hellobody import (  # noqa: F401  (re-exported: the parser's 
     _bad,
     is_grease,
     parse_body,
+    parse_well_formed,
 )
 
 CONTENT_HANDSHAKE = 22
@@ -121,7 +122,12 @@ class ClientHelloReader:
 
     def feed(self, data: bytes) -> ClientHello | None:
         """Add one read's bytes; same outcomes as `parse_client_hello` on `buffer`."""
+        first = not self.buffer
         self.buffer += data
+        if first:
+            hello = _parse_one_record(data, self._max)
+            if hello is not None:
+                return hello
         return _parse(memoryview(self.buffer), self._max, self._walk)
 
 
@@ -139,6 +145,25 @@ class _Walk:
         """Header + body length, once the header is known."""
         self.have = 0
         self.fragments: list[tuple[int, int]] = []
+
+
+def _parse_one_record(data: bytes, max_handshake_message: int) -> ClientHello | None:
+    """The usual first read: a well-formed hello in a single record, taken straight to
+    `parse_well_formed`. None for anything else (more to come, several records, an
+    error), which the record walk then handles as it handles every input."""
+    size = len(data)
+    if size < 9 or data[0] != CONTENT_HANDSHAKE or data[1] != 3 or data[5] != HANDSHAKE_CLIENT_HELLO:
+        return None
+    end = RECORD_HEADER_LENGTH + (data[3] << 8 | data[4])
+    body_length = data[6] << 16 | data[7] << 8 | data[8]
+    if (
+        end > size
+        or end - RECORD_HEADER_LENGTH > MAX_RECORD_PLAINTEXT
+        or body_length + HANDSHAKE_HEADER_LENGTH + RECORD_HEADER_LENGTH != end
+        or body_length > max_handshake_message
+    ):
+        return None
+    return parse_well_formed(bytes(data[RECORD_HEADER_LENGTH + HANDSHAKE_HEADER_LENGTH : end]), end)
 
 
 def _parse(view: memoryview, max_handshake_message: int, walk: _Walk) -> ClientHello | None:

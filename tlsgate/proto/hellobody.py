@@ -5,18 +5,23 @@ handshake body to `parse_body` here; this module knows the message layout
 (RFC 8446 §4.1.2) and the extensions the gateway reads (SNI, ALPN, supported
 versions, signature algorithms, groups, point formats). Pure: bytes in, values out.
 
-`parse_body` first tries `_parse_well_formed`, a straight walk over a ``bytes`` copy
+`parse_body` first tries `parse_well_formed`, a straight walk over a ``bytes`` copy
 that accepts only what the careful parser accepts and gives up (None) at the first
 thing it would have to report; the careful parser then runs and raises the precise
-error. So every outcome is the careful parser's, at a third of its cost for the
+error. So every outcome is the careful parser's, at a fraction of its cost for the
 hellos real clients send (tests/unit/test_perf_equivalence.py pins the equivalence, and the
 clienthello fuzz target checks it on every input: scripts/fuzz/fuzzchecks/clienthello.py).
+The walk decodes the fields it reads (but the SNI) through `_decoded`, which remembers
+the decoding of the exact bytes: a client sends the same cipher suites, ALPN list,
+signature algorithms and groups on every connection, so the usual hello is a walk over
+the extension headers plus one dict lookup per field. The memory is bounded in entries
+and in the length of a remembered field.
 """
 
 from __future__ import annotations
 
 import struct
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from tlsgate.errors import ProtocolError
 from tlsgate.proto.alerts import DECODE_ERROR, ILLEGAL_PARAMETER, PROTOCOL_VERSION
@@ -59,9 +64,12 @@ class ClientHelloError(ProtocolError):
         """Fatal alert description to send before closing, or None to close silently."""
 
 
-@dataclass(frozen=True, slots=True)
-class ClientHello:
-    """What the gateway needs from a ClientHello (routing, policy variables, JA4)."""
+class ClientHello(NamedTuple):
+    """What the gateway needs from a ClientHello (routing, policy variables, JA4).
+
+    A named tuple rather than a frozen dataclass: built once per connection on the
+    accept path, where a frozen dataclass's ``__init__`` costs three times as much.
+    """
 
     legacy_version: int
     """ClientHello.legacy_version (0x0303 for TLS 1.2 and 1.3 clients)."""
@@ -144,7 +152,7 @@ def _u16_list(data: memoryview, field: str) -> tuple[int, ...]:
 
 
 def parse_body(body: memoryview, raw_length: int) -> ClientHello:
-    hello = _parse_well_formed(bytes(body), raw_length)
+    hello = parse_well_formed(bytes(body), raw_length)
     if hello is not None:
         return hello
     return _parse_body_checked(body, raw_length)
@@ -261,14 +269,98 @@ def _parse_alpn(data: memoryview) -> tuple[str, ...]:
     return tuple(protocols)
 
 
-def _u16s(data: bytes, start: int, length: int) -> tuple[int, ...] | None:
-    """``length`` bytes at ``start`` as a non-empty list of 16-bit values, else None."""
+def _u16s(data: bytes) -> tuple[int, ...] | None:
+    """``data`` as a non-empty list of 16-bit values, else None."""
+    length = len(data)
     if length == 0 or length & 1:
         return None
-    return struct.unpack_from(f">{length >> 1}H", data, start)
+    return struct.unpack(f">{length >> 1}H", data)
 
 
-def _parse_well_formed(data: bytes, raw_length: int) -> ClientHello | None:
+def _u16_vector16(data: bytes) -> tuple[int, ...] | None:
+    """A <2..2^16-2> list of 16-bit values behind its 2-byte length (signature_algorithms,
+    supported_groups), else None."""
+    if len(data) < 2 or data[0] << 8 | data[1] != len(data) - 2:
+        return None
+    return _u16s(data[2:])
+
+
+def _server_name(data: bytes) -> str | None:
+    """Exactly one host_name entry: list length, type 0, name length, name (ASCII)."""
+    size = len(data)
+    if size < 6 or data[0] << 8 | data[1] != size - 2 or data[2]:
+        return None
+    if data[3] << 8 | data[4] != size - 5:
+        return None
+    name = data[5:]
+    return name.decode("ascii") if name.isascii() else None
+
+
+def _alpn(data: bytes) -> tuple[str, ...] | None:
+    size = len(data)
+    if size < 4 or data[0] << 8 | data[1] != size - 2:
+        return None
+    names = []
+    at = 2
+    while at < size:
+        name_end = at + 1 + data[at]
+        if name_end == at + 1 or name_end > size:
+            return None
+        names.append(data[at + 1 : name_end].decode("latin-1"))
+        at = name_end
+    return tuple(names)
+
+
+def _supported_versions(data: bytes) -> tuple[int, ...] | None:
+    if len(data) < 1 or data[0] != len(data) - 1:
+        return None
+    return _u16s(data[1:])
+
+
+def _point_formats(data: bytes) -> tuple[int, ...] | None:
+    if len(data) < 2 or data[0] != len(data) - 1:
+        return None
+    return tuple(data[1:])
+
+
+_CIPHER_SUITES = -1
+"""`_decoded`'s kind for the cipher_suites vector (extension types are >= 0)."""
+_DECODERS = {
+    _CIPHER_SUITES: _u16s,
+    EXT_ALPN: _alpn,
+    EXT_SUPPORTED_VERSIONS: _supported_versions,
+    EXT_EC_POINT_FORMATS: _point_formats,
+    EXT_SIGNATURE_ALGORITHMS: _u16_vector16,
+    EXT_SUPPORTED_GROUPS: _u16_vector16,
+}
+_DECODED: dict[tuple[int, bytes], object] = {}
+_DECODED_SIZE = 1024
+"""Entries kept; beyond it the cache starts over."""
+_DECODED_MAX_BYTES = 256
+"""Longer fields are decoded every time: the client chooses their size, up to the whole
+message. A real client's longest (its cipher suites) is well under this."""
+_EXT_HEADER = struct.Struct(">HH").unpack_from
+
+
+def _decoded(kind: int, data: bytes):
+    """``_DECODERS[kind](data)``, remembered: a client sends the same bytes in these
+    fields on every connection (its cipher suites, ALPN list, signature algorithms...),
+    so the usual hello costs a dict lookup per field instead of a decode. Only the
+    decoders' results are kept (None for malformed bytes), so the answer is always the
+    one decoding would give."""
+    if len(data) > _DECODED_MAX_BYTES:
+        return _DECODERS[kind](data)
+    key = (kind, data)
+    value = _DECODED.get(key, _DECODED)
+    if value is _DECODED:
+        value = _DECODERS[kind](data)
+        if len(_DECODED) >= _DECODED_SIZE:
+            _DECODED.clear()
+        _DECODED[key] = value
+    return value
+
+
+def parse_well_formed(data: bytes, raw_length: int) -> ClientHello | None:
     """`_parse_body_checked`'s result for a hello it accepts; None where it would raise."""
     end = len(data)
     if end < 35 or data[0] != 3:
@@ -284,7 +376,7 @@ def _parse_well_formed(data: bytes, raw_length: int) -> ClientHello | None:
     pos += 2
     if pos + length > end:
         return None
-    cipher_suites = _u16s(data, pos, length)
+    cipher_suites = _decoded(_CIPHER_SUITES, data[pos : pos + length])
     if cipher_suites is None:
         return None
     pos += length
@@ -297,7 +389,6 @@ def _parse_well_formed(data: bytes, raw_length: int) -> ClientHello | None:
         return None
     pos += 2
     extensions: list[int] = []
-    seen: set[int] = set()
     server_name = None
     alpn: tuple[str, ...] = ()
     versions: tuple[int, ...] = ()
@@ -307,58 +398,35 @@ def _parse_well_formed(data: bytes, raw_length: int) -> ClientHello | None:
     while pos < end:
         if pos + 4 > end:
             return None
-        ext_type = data[pos] << 8 | data[pos + 1]
+        ext_type, size = _EXT_HEADER(data, pos)
         start = pos + 4
-        pos = start + (data[pos + 2] << 8 | data[pos + 3])
-        if pos > end or ext_type in seen:
+        pos = start + size
+        if pos > end:
             return None
-        seen.add(ext_type)
         extensions.append(ext_type)
         if ext_type not in _PARSED_EXTENSIONS:
             continue
-        size = pos - start
         if ext_type == EXT_SERVER_NAME:
-            # exactly one host_name entry: list length, type 0, name length, name
-            if size < 6 or data[start] << 8 | data[start + 1] != size - 2 or data[start + 2]:
+            # Decoded every time: names vary more than the other fields, and cost little.
+            server_name = _server_name(data[start:pos])
+            if server_name is None:
                 return None
-            if data[start + 3] << 8 | data[start + 4] != size - 5:
-                return None
-            name = data[start + 5 : pos]
-            if not name.isascii():
-                return None
-            server_name = name.decode("ascii")
-        elif ext_type == EXT_ALPN:
-            if size < 4 or data[start] << 8 | data[start + 1] != size - 2:
-                return None
-            names = []
-            at = start + 2
-            while at < pos:
-                name_end = at + 1 + data[at]
-                if name_end == at + 1 or name_end > pos:
-                    return None
-                names.append(data[at + 1 : name_end].decode("latin-1"))
-                at = name_end
-            alpn = tuple(names)
+            continue
+        value = _decoded(ext_type, data[start:pos])
+        if value is None:
+            return None
+        if ext_type == EXT_ALPN:
+            alpn = value
         elif ext_type == EXT_SUPPORTED_VERSIONS:
-            if size < 1 or data[start] != size - 1:
-                return None
-            versions = _u16s(data, start + 1, size - 1)
-            if versions is None:
-                return None
-        elif ext_type == EXT_EC_POINT_FORMATS:
-            if size < 2 or data[start] != size - 1:
-                return None
-            point_formats = tuple(data[start + 1 : pos])
-        else:  # signature_algorithms, supported_groups
-            if size < 2 or data[start] << 8 | data[start + 1] != size - 2:
-                return None
-            values = _u16s(data, start + 2, size - 2)
-            if values is None:
-                return None
-            if ext_type == EXT_SIGNATURE_ALGORITHMS:
-                signature_algorithms = values
-            else:
-                groups = values
+            versions = value
+        elif ext_type == EXT_SIGNATURE_ALGORITHMS:
+            signature_algorithms = value
+        elif ext_type == EXT_SUPPORTED_GROUPS:
+            groups = value
+        else:
+            point_formats = value
+    if len(set(extensions)) != len(extensions):
+        return None  # an extension appears twice
     return ClientHello(
         legacy_version,
         cipher_suites,

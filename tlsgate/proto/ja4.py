@@ -32,7 +32,7 @@ Cost: a client library sends the same lists on every connection, so whole finger
 are cached by the hello fields they depend on (one dict lookup on the worker's hot
 path). Chrome's random GREASE values and extension order defeat that key; for it the
 hashes of parts b and c are cached by the (GREASE-free, sorted) lists they hash. Both
-caches are small bounded dicts. `ja4_raw` keeps the plain computation the fast path is
+caches are small and bounded, in entries and in the length of the lists a key holds. `ja4_raw` keeps the plain computation the fast path is
 tested against.
 """
 
@@ -62,8 +62,11 @@ _GREASE = frozenset(0x0A0A + 0x1010 * i for i in range(16))
 _NOT_IN_PART_C = frozenset({EXT_SERVER_NAME, EXT_ALPN})
 _HASH_CACHE: dict[tuple, str] = {}
 _FINGERPRINT_CACHE: dict[tuple, str] = {}
-_CACHE_SIZE = 4096
+_CACHE_SIZE = 1024
 """Entries kept per cache; beyond it a cache starts over (clients are few, lists repeat)."""
+_MAX_CACHED_VALUES = 160
+"""Longer lists are not cached: a client controls them, and a hello may carry thousands
+of values. Real clients send under a hundred in all (Java, the longest, about 85)."""
 
 
 def ja4_fingerprint(hello: ClientHello, transport: str = "t") -> str:
@@ -80,7 +83,9 @@ def ja4_fingerprint(hello: ClientHello, transport: str = "t") -> str:
     )
     fingerprint = _FINGERPRINT_CACHE.get(key)
     if fingerprint is None:
-        fingerprint = _remember(_FINGERPRINT_CACHE, key, _compute(hello, transport))
+        fingerprint = _compute(hello, transport)
+        size = sum(len(values) for values in key[2:6])
+        _remember(_FINGERPRINT_CACHE, key, fingerprint, size)
     return fingerprint
 
 
@@ -99,13 +104,15 @@ def _compute(hello: ClientHello, transport: str) -> str:
     cache = _HASH_CACHE
     hash_b = cache.get(key_b)
     if hash_b is None:
-        hash_b = _remember(cache, key_b, _hash12(_hex_list(ciphers)))
+        hash_b = _hash12(_hex_list(ciphers))
+        _remember(cache, key_b, hash_b, len(ciphers))
     hash_c = cache.get(key_c)
     if hash_c is None:
         text = _hex_list(part_c)
         if signature_algorithms:
             text = f"{text}_{_hex_list(signature_algorithms)}"
-        hash_c = _remember(cache, key_c, _hash12(text))
+        hash_c = _hash12(text)
+        _remember(cache, key_c, hash_c, len(part_c) + len(signature_algorithms))
     first_alpn = hello.alpn[0].encode("latin-1") if hello.alpn else None
     return (
         f"{transport}{_version_code(hello, extensions)}"
@@ -115,11 +122,13 @@ def _compute(hello: ClientHello, transport: str) -> str:
     )
 
 
-def _remember(cache: dict[tuple, str], key: tuple, value: str) -> str:
+def _remember(cache: dict[tuple, str], key: tuple, value: str, size: int) -> None:
+    """Keep ``value`` under ``key`` (holding ``size`` list values) unless the key is too long."""
+    if size > _MAX_CACHED_VALUES:
+        return
     if len(cache) >= _CACHE_SIZE:
         cache.clear()
     cache[key] = value
-    return value
 
 
 def _hex_list(values: list[int]) -> str:

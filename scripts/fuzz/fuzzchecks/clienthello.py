@@ -12,21 +12,23 @@ the parser to the two promises the worker relies on while it peeks at a connecti
 
 It also holds hellobody's two body parsers to each other: the fast walk may give up
 (None) on anything, but a hello it returns is the careful parser's hello, byte for
-byte, for the input taken as a ClientHello body.
+byte, for the input taken as a ClientHello body. And the worker's `ClientHelloReader`,
+which takes a hello in one record straight to the fast walk, must reach the same
+outcome as `parse_client_hello` when the whole input comes in one read.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import zlib
 
 from tlsgate.proto.clienthello import (
     RECORD_HEADER_LENGTH,
     ClientHello,
     ClientHelloError,
+    ClientHelloReader,
     parse_client_hello,
 )
-from tlsgate.proto.hellobody import _parse_body_checked, _parse_well_formed
+from tlsgate.proto.hellobody import _parse_body_checked, parse_well_formed
 from tlsgate.proto.ja4 import ja4_fingerprint, ja4_raw
 from tlsgate.proto.sni import normalise_sni
 
@@ -42,6 +44,7 @@ def check(data: bytes) -> None:
     limit = _LIMITS[digest % len(_LIMITS)]
     _check_body_parsers_agree(data)
     hello = _parse(data, limit)
+    _check_reader_agrees(data, limit, hello)
     if hello is None:
         _check_prefix_incomplete(data, digest, limit)
         return
@@ -64,8 +67,18 @@ def _parse(data: bytes, limit: int) -> ClientHello | ClientHelloError | None:
         return error
 
 
+def _check_reader_agrees(data: bytes, limit: int, outcome) -> None:
+    try:
+        read = ClientHelloReader(limit).feed(data)
+    except ClientHelloError as error:
+        assert isinstance(outcome, ClientHelloError), (error, outcome)
+        assert (error.reason, error.alert) == (outcome.reason, outcome.alert), (error, outcome)
+        return
+    assert read == outcome, (read, outcome)
+
+
 def _check_body_parsers_agree(body: bytes) -> None:
-    fast = _parse_well_formed(body, len(body))
+    fast = parse_well_formed(body, len(body))
     if fast is None:
         return
     try:
@@ -105,7 +118,7 @@ def _check_refragmented(whole: bytes, hello: ClientHello, record_size: int, limi
     )
     again = _parse(recut, limit)
     assert isinstance(again, ClientHello), f"re-cut into {record_size}-byte records: {again!r}"
-    assert again == dataclasses.replace(hello, raw_length=len(recut)), (again, hello)
+    assert again == hello._replace(raw_length=len(recut)), (again, hello)
 
 
 def _handshake_message(whole: bytes) -> bytes:
