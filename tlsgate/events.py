@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 import math
-import os
+import random
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
@@ -82,7 +82,12 @@ def rfc3339(ts: float) -> str:
 
 
 def new_event_id() -> str:
-    return "ev_" + os.urandom(13).hex()  # what secrets.token_hex(13) returns
+    """``ev_`` and 26 random hex digits, as ``"ev_" + secrets.token_hex(13)`` would give.
+
+    From `random`, not the OS: a worker draws one per connection, and an id only has to be
+    unique, not secret. The module's generator is reseeded in every forked worker.
+    """
+    return f"ev_{random.getrandbits(104):026x}"
 
 
 @dataclass(slots=True)

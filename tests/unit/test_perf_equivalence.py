@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import random
 import re
 from datetime import UTC, datetime
@@ -289,6 +290,21 @@ def test_event_ids_look_as_before():
     ids = {new_event_id() for _ in range(200)}
     assert len(ids) == 200
     assert all(re.fullmatch(r"ev_[0-9a-f]{26}", i) for i in ids)
+
+
+def test_a_forked_worker_draws_other_event_ids_than_its_parent():
+    # Workers are forked from the master: without a reseed they would repeat its ids.
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        os.write(write_end, new_event_id().encode())
+        os._exit(0)
+    os.close(write_end)
+    os.waitpid(pid, 0)
+    child_id = os.read(read_end, 64).decode()
+    os.close(read_end)
+    assert re.fullmatch(r"ev_[0-9a-f]{26}", child_id)
+    assert child_id != new_event_id()
 
 
 def test_closed_event_and_its_encoding_are_unchanged():

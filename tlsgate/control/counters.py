@@ -57,6 +57,11 @@ _PRE_HANDSHAKE_ALERTS = {
     "handshake_too_large": "illegal_parameter",
     "not_tls": "none",
 }
+_HANDSHAKE_FAILURE_REASONS = frozenset(
+    {"handshake_failed", "handshake_timeout", "no_sni", "unknown_sni", "bad_client_hello"}
+    | _PRE_HANDSHAKE_ALERTS.keys()
+)
+"""The close reasons `_handshake_failure` counts; any other is answered at once."""
 
 
 def new_histogram(bounds: tuple[float, ...]) -> dict[str, Any]:
@@ -115,6 +120,8 @@ class ConnectionCounters:
 
     def _handshake_failure(self, record: ConnectionRecord, reason: str) -> str | None:
         """``"alert|reason"`` for a connection whose TLS handshake failed, else None."""
+        if reason not in _HANDSHAKE_FAILURE_REASONS:
+            return None
         tls = record.extra.get("tls")
         if isinstance(tls, dict) and reason in ("handshake_failed", "handshake_timeout"):
             # Terminated at the gateway: the worker records the alert it sent, if any.
