@@ -61,7 +61,7 @@ _HANDSHAKE_FAILURE_REASONS = frozenset(
     {"handshake_failed", "handshake_timeout", "no_sni", "unknown_sni", "bad_client_hello"}
     | _PRE_HANDSHAKE_ALERTS.keys()
 )
-"""The close reasons `_handshake_failure` counts; any other is answered at once."""
+"""The close reasons `_handshake_failure` can count; `count_closed` asks only for these."""
 
 
 def new_histogram(bounds: tuple[float, ...]) -> dict[str, Any]:
@@ -95,21 +95,27 @@ class ConnectionCounters:
         """Account one finished connection; ``latency`` is its ClientHello-to-upstream time, if it got that far."""
         endpoint = record.endpoint_name or ""
         reason = record.close_reason or "unknown"
-        by_reason = self.closed.setdefault(endpoint, {})
+        by_reason = self.closed.get(endpoint)
+        if by_reason is None:
+            by_reason = self.closed[endpoint] = {}
         by_reason[reason] = by_reason.get(reason, 0) + 1
-        self.bytes_in[endpoint] = self.bytes_in.get(endpoint, 0) + record.bytes_in
-        self.bytes_out[endpoint] = self.bytes_out.get(endpoint, 0) + record.bytes_out
+        bytes_in, bytes_out = self.bytes_in, self.bytes_out
+        bytes_in[endpoint] = bytes_in.get(endpoint, 0) + record.bytes_in
+        bytes_out[endpoint] = bytes_out.get(endpoint, 0) + record.bytes_out
         if record.end_ts is not None:
             observe(self.duration, DURATION_BUCKETS, max(0.0, record.end_ts - record.start_ts))
         if latency is not None:
             observe(self.latency, LATENCY_BUCKETS, latency)
-        failure = self._handshake_failure(record, reason)
-        if failure is not None:
-            self.handshake_failures[failure] = self.handshake_failures.get(failure, 0) + 1
-        decision = _policy_decision(record, reason)
-        if decision is not None:
-            by_decision = self.policy.setdefault(endpoint, {})
-            by_decision[decision] = by_decision.get(decision, 0) + 1
+        if reason in _HANDSHAKE_FAILURE_REASONS:
+            failure = self._handshake_failure(record, reason)
+            if failure is not None:
+                self.handshake_failures[failure] = self.handshake_failures.get(failure, 0) + 1
+        # Most connections ran no policy: their record has no extras and no termination.
+        if record.extra or record.termination == "gateway" or reason in POLICY_CLOSE_REASONS:
+            decision = _policy_decision(record, reason)
+            if decision is not None:
+                by_decision = self.policy.setdefault(endpoint, {})
+                by_decision[decision] = by_decision.get(decision, 0) + 1
         if reason not in NORMAL_CLOSE_REASONS:
             detail = record.upstream_error or ""
             self.last_error[endpoint] = {
@@ -120,8 +126,6 @@ class ConnectionCounters:
 
     def _handshake_failure(self, record: ConnectionRecord, reason: str) -> str | None:
         """``"alert|reason"`` for a connection whose TLS handshake failed, else None."""
-        if reason not in _HANDSHAKE_FAILURE_REASONS:
-            return None
         tls = record.extra.get("tls")
         if isinstance(tls, dict) and reason in ("handshake_failed", "handshake_timeout"):
             # Terminated at the gateway: the worker records the alert it sent, if any.

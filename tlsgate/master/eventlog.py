@@ -45,7 +45,8 @@ class EventLog:
         if (
             not isinstance(row, list)
             or len(row) != CLOSED_ROW_LENGTH
-            or not all(isinstance(ts, int | float) for ts in row[1:3])
+            or type(row[1]) is not int  # the row's times: whole microseconds
+            or type(row[2]) is not int
             or not isinstance(row[-1], dict)
         ):
             log.error("worker sent a malformed event row; dropped")
