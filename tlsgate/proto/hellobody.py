@@ -395,6 +395,7 @@ def parse_well_formed(data: bytes, raw_length: int) -> ClientHello | None:
     signature_algorithms: tuple[int, ...] = ()
     groups: tuple[int, ...] = ()
     point_formats: tuple[int, ...] = ()
+    remembered = _DECODED.get
     while pos < end:
         if pos + 4 > end:
             return None
@@ -412,7 +413,10 @@ def parse_well_formed(data: bytes, raw_length: int) -> ClientHello | None:
             if server_name is None:
                 return None
             continue
-        value = _decoded(ext_type, data[start:pos])
+        field = data[start:pos]
+        value = remembered((ext_type, field), _DECODED)  # `_decoded`, its usual case inline
+        if value is _DECODED:
+            value = _decoded(ext_type, field)
         if value is None:
             return None
         if ext_type == EXT_ALPN:

@@ -264,11 +264,10 @@ class FastConnection:
     def _dial(self, members: list[EndpointConfig], chosen: EndpointConfig) -> None:
         routing = self._routing
         candidates = routing.failover_order(members, chosen)
-        if not all(
-            getattr(routing.dialers[m.name], "connects_without_greenlet", False) for m in candidates
-        ):
-            self._server.hand_over(self, self._buffered, members, chosen)
-            return
+        for member in candidates:
+            if not getattr(routing.dialers[member.name], "connects_without_greenlet", False):
+                self._server.hand_over(self, self._buffered, members, chosen)
+                return
         self._candidates = candidates
         self.state = "dialing"
         self._dial_started = time.monotonic()

@@ -59,11 +59,13 @@ class FdDirection:
         "ended",
     )
 
-    def __init__(self, relay, src, dst, leg: Leg, upstream_bound: bool, loop):
+    def __init__(self, relay, src_fd: int, dst, dst_fd: int, leg: Leg, upstream_bound: bool, loop):
+        """``dst``: the destination socket (for ``shutdown``); ``src_fd``/``dst_fd``: the
+        descriptors of the source and the destination."""
         self.relay = relay
         self.dst = dst
-        self.src_fd = src.fileno()
-        self.dst_fd = dst.fileno()
+        self.src_fd = src_fd
+        self.dst_fd = dst_fd
         self.leg = leg
         self.upstream_bound = upstream_bound
         self.loop = loop

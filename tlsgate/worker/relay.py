@@ -103,9 +103,10 @@ class Relay:
         client, upstream = self.client, self.upstream
         _SWEEPER.add(self)
         if self._client_tls is None and self._upstream_tls is None:
+            client_fd, upstream_fd = client.fileno(), upstream.fileno()
             self._directions = (
-                FdDirection(self, client, upstream, self.client_leg, True, loop),
-                FdDirection(self, upstream, client, self.upstream_leg, False, loop),
+                FdDirection(self, client_fd, upstream, upstream_fd, self.client_leg, True, loop),
+                FdDirection(self, upstream_fd, client, client_fd, self.upstream_leg, False, loop),
             )
             to_upstream, to_client = self._directions
             if client_pending:

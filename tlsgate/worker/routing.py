@@ -120,6 +120,8 @@ class Routing:
     ) -> list[EndpointConfig]:
         """``chosen``, then the pool members a failed dial may fall over to: those with the
         same policy (the buffered ClientHello is replayed, so retrying is safe)."""
+        if len(members) == 1:  # the usual endpoint: no pool
+            return [chosen]
         return [chosen] + [m for m in members if m is not chosen and self.same_policy(m, chosen)]
 
     @staticmethod

@@ -156,7 +156,7 @@ class Server:
         record = ConnectionRecord(
             conn_id=f"{self._prefix}.{next(self._ids)}",
             start_ts=time.time(),
-            client_ip=_unmap(addr[0]),
+            client_ip=addr[0] if listener.family == _socket.AF_INET else _unmap(addr[0]),
             client_port=addr[1],
             server_ip=listener.server_ip,
             server_port=listener.server_port,
