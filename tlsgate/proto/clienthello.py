@@ -125,7 +125,7 @@ class ClientHelloReader:
         first = not self.buffer
         self.buffer += data
         if first:
-            hello = _parse_one_record(data, self._max)
+            hello = hello_in_one_record(data, self._max)
             if hello is not None:
                 return hello
         return _parse(memoryview(self.buffer), self._max, self._walk)
@@ -147,10 +147,10 @@ class _Walk:
         self.fragments: list[tuple[int, int]] = []
 
 
-def _parse_one_record(data: bytes, max_handshake_message: int) -> ClientHello | None:
+def hello_in_one_record(data: bytes, max_handshake_message: int) -> ClientHello | None:
     """The usual first read: a well-formed hello in a single record, taken straight to
     `parse_well_formed`. None for anything else (more to come, several records, an
-    error), which the record walk then handles as it handles every input."""
+    error), which `ClientHelloReader` then handles as it handles every input."""
     size = len(data)
     if size < 9 or data[0] != CONTENT_HANDSHAKE or data[1] != 3 or data[5] != HANDSHAKE_CLIENT_HELLO:
         return None

@@ -76,7 +76,7 @@ class Connection:
             self.greenlet.kill(ConnectionClosed(reason), block=False)
 
     def serve_routed(
-        self, buffered: bytearray | None, members: list[EndpointConfig], chosen: EndpointConfig
+        self, buffered: bytes | bytearray | None, members: list[EndpointConfig], chosen: EndpointConfig
     ) -> None:
         """The greenlet's work: dial ``chosen`` (failing over within ``members``), send the
         preamble and start the relay. ``buffered``: every byte the client sent (its
@@ -169,7 +169,7 @@ class Connection:
         self.record.upstream_error = failure.detail
         raise ConnectionClosed(failure.reason)
 
-    def _send_preamble(self, upstream, endpoint: EndpointConfig, buffered: bytearray):
+    def _send_preamble(self, upstream, endpoint: EndpointConfig, buffered: bytes | bytearray):
         """PROXY header, then the client's ClientHello (passthrough) or the upstream TLS
         handshake (re-encryption: returns its `GreenTLSConnection`)."""
         config: UpstreamConfig = endpoint.upstream

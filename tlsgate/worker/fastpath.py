@@ -29,7 +29,12 @@ from gevent import get_hub
 
 from tlsgate.config.model import EndpointConfig
 from tlsgate.events import ConnectionRecord
-from tlsgate.proto.clienthello import ClientHello, ClientHelloError, ClientHelloReader
+from tlsgate.proto.clienthello import (
+    ClientHello,
+    ClientHelloError,
+    ClientHelloReader,
+    hello_in_one_record,
+)
 from tlsgate.tls.gsocket import GreenTLSConnection, TLSHandshakeError
 from tlsgate.worker.handshake import Handshake
 from tlsgate.worker.policyflow import PolicyFlow, TerminateStep
@@ -92,7 +97,7 @@ class FastConnection:
         self._server = server
         """`Server`: told when the connection ends (`finished`) or moves to a greenlet (`hand_over`)."""
         self._hello: ClientHelloReader | None = None
-        self._buffered: bytearray | None = None
+        self._buffered: bytes | bytearray | None = None
         self._watcher = None
         self._timer = None
         self._candidates: list[EndpointConfig] = []
@@ -115,7 +120,6 @@ class FastConnection:
     def start(self) -> None:
         """Read the ClientHello now if it is there (a client usually sends it with the
         TCP handshake), else wait for it."""
-        self._hello = ClientHelloReader(self._routing.limits.max_handshake_message)
         self._guarded(self._read_hello)
 
     def close(self, reason: str) -> None:
@@ -152,14 +156,25 @@ class FastConnection:
                 self._end("eof")
                 return
             self.record.bytes_in += len(data)
+            limit = self._routing.limits.max_handshake_message
+            reader = self._hello
+            if reader is None:
+                # Usually the whole hello is in the first read, in one record: no reader,
+                # no buffer to copy it into.
+                hello = hello_in_one_record(data, limit)
+                if hello is not None:
+                    self._stop_waiting()
+                    self._route(hello, data)
+                    return
+                reader = self._hello = ClientHelloReader(limit)
             try:
-                hello = self._hello.feed(data)
+                hello = reader.feed(data)
             except ClientHelloError as e:
                 self._refuse(e.reason, e.alert)
                 return
             if hello is not None:
                 self._stop_waiting()
-                self._route(hello)
+                self._route(hello, reader.buffer)
                 return
 
     def _wait_for_hello(self) -> None:
@@ -169,8 +184,8 @@ class FastConnection:
         self._timer = loop.timer(self._routing.limits.client_hello_timeout)
         self._timer.start(self._guarded, self._end, "client_hello_timeout")
 
-    def _route(self, hello: ClientHello) -> None:
-        buffered = self._hello.buffer
+    def _route(self, hello: ClientHello, buffered: bytes | bytearray) -> None:
+        """``buffered``: everything read so far (replayed to the upstream or to OpenSSL)."""
         self._hello = None
         routing = self._routing
         try:

@@ -183,7 +183,7 @@ class Server:
     def hand_over(
         self,
         fast: FastConnection,
-        buffered: bytearray | None,
+        buffered: bytes | bytearray | None,
         members: list[EndpointConfig],
         chosen: EndpointConfig,
     ) -> None:
