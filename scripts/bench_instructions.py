@@ -89,8 +89,6 @@ def run_once(case: str, tree: Path, work: Path, connections: int) -> dict[str, C
     gateway_port, upstream_port = free_port(), free_port()
     config = work / "tlsgate.toml"
     config.write_text(gateway_config(case, work, gateway_port, upstream_port))
-    for old in work.glob("callgrind.*"):
-        old.unlink()
     out = work / f"callgrind.{connections}.%p"
     command = [
         "valgrind", "--tool=callgrind", f"--callgrind-out-file={out}",
