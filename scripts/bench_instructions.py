@@ -35,7 +35,6 @@ Run: ``python scripts/bench_instructions.py [--case passthrough|terminate]
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import os
 import re
 import shutil
@@ -51,6 +50,10 @@ from collections import Counter
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # benchlib, when run from elsewhere
+
+from benchlib.selfsigned import write_self_signed  # noqa: E402
+
 HOST = "app.bench.test"
 # Byte counts of a TLS 1.3 exchange as scripts/bench's wrk and nginx make it (strace):
 # server flight, client Finished, tickets, request, response, close_notify.
@@ -119,7 +122,7 @@ def gateway_config(case: str, work: Path, port: int, upstream_port: int) -> str:
     if case == "terminate":
         cert, key = work / "cert.pem", work / "key.pem"
         if not key.exists():
-            make_certificate(cert, key)
+            write_self_signed(cert, key, HOST, [HOST])
         policy = (
             "[endpoints.traffic_policy]\n"
             'on_tcp_connect = [{ actions = [{ type = "terminate-tls", config = '
@@ -132,37 +135,6 @@ def gateway_config(case: str, work: Path, port: int, upstream_port: int) -> str:
         f'[[endpoints]]\nname = "app"\nurl = "tls://{HOST}"\n'
         f'upstream.url = "127.0.0.1:{upstream_port}"\n{policy}'
     )
-
-
-def make_certificate(cert_path: Path, key_path: Path) -> None:
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
-
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, HOST)])
-    now = dt.datetime.now(dt.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(days=1))
-        .not_valid_after(now + dt.timedelta(days=30))
-        .add_extension(x509.SubjectAlternativeName([x509.DNSName(HOST)]), critical=False)
-        .sign(key, hashes.SHA256())
-    )
-    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_bytes = key.private_bytes(
-        serialization.Encoding.PEM,
-        serialization.PrivateFormat.PKCS8,
-        serialization.NoEncryption(),
-    )
-    fd = os.open(key_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "wb") as f:
-        f.write(key_bytes)
 
 
 class Upstream:
