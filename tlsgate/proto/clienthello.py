@@ -122,12 +122,7 @@ class ClientHelloReader:
 
     def feed(self, data: bytes) -> ClientHello | None:
         """Add one read's bytes; same outcomes as `parse_client_hello` on `buffer`."""
-        first = not self.buffer
         self.buffer += data
-        if first:
-            hello = hello_in_one_record(data, self._max)
-            if hello is not None:
-                return hello
         return _parse(memoryview(self.buffer), self._max, self._walk)
 
 
@@ -148,9 +143,10 @@ class _Walk:
 
 
 def hello_in_one_record(data: bytes, max_handshake_message: int) -> ClientHello | None:
-    """The usual first read: a well-formed hello in a single record, taken straight to
-    `parse_well_formed`. None for anything else (more to come, several records, an
-    error), which `ClientHelloReader` then handles as it handles every input."""
+    """`parse_client_hello(data)` for the usual first read, a well-formed hello in a single
+    record, taken straight to `parse_well_formed` (the worker then needs no reader and no
+    buffer). None for anything else (more to come, several records, an error): the caller
+    then feeds ``data`` to a `ClientHelloReader`, which handles it as every input."""
     size = len(data)
     if size < 9 or data[0] != CONTENT_HANDSHAKE or data[1] != 3 or data[5] != HANDSHAKE_CLIENT_HELLO:
         return None
