@@ -1,9 +1,11 @@
 """Sans-IO TLS ClientHello parser: the bytes a client has sent so far -> hello, "need more", or error.
 
-The worker feeds every read to a `ClientHelloReader` while it peeks at a new
-connection (the incremental form of `parse_client_hello(buffer)`, which parses
-everything the client has sent so far); it never consumes bytes: whatever the
-outcome, it later replays the whole buffer to the upstream or to the TLS terminator. Three outcomes, as in mitmproxy's `parse_client_hello`:
+The worker first tries `hello_in_one_record` on a new connection's first read (the
+usual case: the whole hello in one record); otherwise it feeds every read to a
+`ClientHelloReader` while it peeks at the connection (the incremental form of
+`parse_client_hello(buffer)`, which parses everything the client has sent so far). It
+never consumes bytes: whatever the outcome, it later replays everything it read to the
+upstream or to the TLS terminator. Three outcomes, as in mitmproxy's `parse_client_hello`:
 
 * ``None``: the ClientHello is not complete yet; read more and call again.
 * a `ClientHello`: the message is complete and well formed.

@@ -340,6 +340,8 @@ _DECODED_MAX_BYTES = 256
 """Longer fields are decoded every time: the client chooses their size, up to the whole
 message. A real client's longest (its cipher suites) is well under this."""
 _EXT_HEADER = struct.Struct(">HH").unpack_from
+_MISSING = object()
+"""Not in `_DECODED` (a remembered decoding may be None: malformed bytes)."""
 
 
 def _decoded(kind: int, data: bytes):
@@ -351,8 +353,8 @@ def _decoded(kind: int, data: bytes):
     if len(data) > _DECODED_MAX_BYTES:
         return _DECODERS[kind](data)
     key = (kind, data)
-    value = _DECODED.get(key, _DECODED)
-    if value is _DECODED:
+    value = _DECODED.get(key, _MISSING)
+    if value is _MISSING:
         value = _DECODERS[kind](data)
         if len(_DECODED) >= _DECODED_SIZE:
             _DECODED.clear()
@@ -414,8 +416,8 @@ def parse_well_formed(data: bytes, raw_length: int) -> ClientHello | None:
                 return None
             continue
         field = data[start:pos]
-        value = remembered((ext_type, field), _DECODED)  # `_decoded`, its usual case inline
-        if value is _DECODED:
+        value = remembered((ext_type, field), _MISSING)  # `_decoded`, its usual case inline
+        if value is _MISSING:
             value = _decoded(ext_type, field)
         if value is None:
             return None

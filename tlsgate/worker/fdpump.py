@@ -109,9 +109,7 @@ class FdDirection:
         """Move what the source has, until it has no more (at most `_ROUNDS` reads, so one
         bulk transfer cannot hold up the rest of the worker)."""
         record = self.relay.record
-        rounds = _ROUNDS
-        while rounds:
-            rounds -= 1
+        for _ in range(_ROUNDS):
             if self.pipe_w >= 0:
                 try:
                     n = os.splice(self.src_fd, self.pipe_w, _CHUNK, flags=_SPLICE_FLAGS)
