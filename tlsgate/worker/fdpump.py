@@ -109,7 +109,9 @@ class FdDirection:
         """Move what the source has, until it has no more (at most `_ROUNDS` reads, so one
         bulk transfer cannot hold up the rest of the worker)."""
         record = self.relay.record
-        for _ in range(_ROUNDS):
+        rounds = _ROUNDS  # a counter, not range(): no iterator object per callback
+        while rounds:
+            rounds -= 1
             if self.pipe_w >= 0:
                 try:
                     n = os.splice(self.src_fd, self.pipe_w, _CHUNK, flags=_SPLICE_FLAGS)
