@@ -26,7 +26,7 @@ from tests.integration.test_adversarial import _hello_of, records
 from tests.integration.test_control import control
 from tests.integration.test_termination import TERMINATE
 from tests.support.faulty import FullBacklogUpstream
-from tests.support.gateway import greeting, read_line, wait_for
+from tests.support.gateway import client_context, greeting, read_line, wait_for
 from tests.support.upstream import client_hello_bytes
 from tlsgate.proto.proxy_protocol import parse_proxy_header
 
@@ -61,6 +61,29 @@ def test_a_connection_waiting_for_its_client_hello_is_listed_and_killed(gateway,
     assert event["object"]["close_reason"] == "killed"
     assert event["object"]["conn"]["bytes_in"] == len(part)
     assert event["object"]["endpoint"] is None
+
+
+def test_a_client_hello_sent_after_a_pause_is_relayed_both_ways(gateway, upstreams, pki):
+    # The read watcher that waited for the ClientHello becomes the relay's reader for the
+    # client: it must stop feeding the hello parser and move everything after the hello.
+    gw = gateway({"endpoints": [endpoint("app", "tls://app.example.test", upstreams("app").address)]})
+    raw = socket.create_connection(("127.0.0.1", gw.port), timeout=10)
+    with control(gw) as c:
+        wait_for(lambda: [r for r in _rows(c) if r["state"] == "hello"], what="a connection waiting")
+    with client_context(pki.files.cert).wrap_socket(raw, server_hostname="app.example.test") as tls:
+        assert read_line(tls) == "hello from app\n"
+        tls.sendall(b"ECHO\n")
+        payload = bytes(range(256)) * 64
+        tls.sendall(payload)
+        echoed = b""
+        while len(echoed) < len(payload):
+            chunk = tls.recv(65536)
+            assert chunk, "the relay ended early"
+            echoed += chunk
+        assert echoed == payload
+    [event] = gw.wait_events(1)
+    assert event["object"]["close_reason"] == "eof"
+    assert event["object"]["conn"]["bytes_in"] > len(payload)
 
 
 @pytest.fixture

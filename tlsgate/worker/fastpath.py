@@ -66,6 +66,7 @@ class FastConnection:
         "_buffered",
         "_watcher",
         "_timer",
+        "_client_reader",
         "_candidates",
         "_member",
         "_dialer",
@@ -100,6 +101,8 @@ class FastConnection:
         self._buffered: bytes | bytearray | None = None
         self._watcher = None
         self._timer = None
+        self._client_reader = None
+        """The stopped read watcher that waited for the ClientHello, kept for the relay."""
         self._candidates: list[EndpointConfig] = []
         self._member: EndpointConfig | None = None
         self._dialer = None
@@ -163,7 +166,7 @@ class FastConnection:
                 # no buffer to copy it into.
                 hello = hello_in_one_record(data, limit)
                 if hello is not None:
-                    self._stop_waiting()
+                    self._hello_arrived()
                     self._route(hello, data)
                     return
                 reader = self._hello = ClientHelloReader(limit)
@@ -173,7 +176,7 @@ class FastConnection:
                 self._refuse(e.reason, e.alert)
                 return
             if hello is not None:
-                self._stop_waiting()
+                self._hello_arrived()
                 self._route(hello, reader.buffer)
                 return
 
@@ -183,6 +186,16 @@ class FastConnection:
         self._watcher.start(self._guarded, self._read_hello)
         self._timer = loop.timer(self._routing.limits.client_hello_timeout)
         self._timer.start(self._guarded, self._end, "client_hello_timeout")
+
+    def _hello_arrived(self) -> None:
+        """Stop waiting for the ClientHello. Its read watcher is stopped, not closed: the
+        relay takes it over, which spares a new watcher and an epoll change."""
+        if self._timer is not None:
+            self._timer.close()
+            self._timer = None
+        if self._watcher is not None:
+            self._watcher.stop()
+            self._client_reader, self._watcher = self._watcher, None
 
     def _route(self, hello: ClientHello, buffered: bytes | bytearray) -> None:
         """``buffered``: everything read so far (replayed to the upstream or to OpenSSL)."""
@@ -213,6 +226,7 @@ class FastConnection:
         else:
             # An alert wants a graceful close (half-close, drain): a greenlet's work.
             self._stop_waiting()
+            self._close_client_reader()
             self._server.hand_over_refusal(self, reason, alert)
 
     # -- traffic policy ----------------------------------------------------------------
@@ -239,6 +253,7 @@ class FastConnection:
     def _terminate(self, step: TerminateStep) -> None:
         routing, record = self._routing, self.record
         record.termination = "gateway"  # also if it fails or is cut short
+        self._close_client_reader()  # the handshake and the TLS relay watch the socket themselves
         try:
             tls = routing.terminator.server_connection(
                 self.client, step.decision, record.server_name, step.endpoint.policy_base_dir
@@ -272,6 +287,7 @@ class FastConnection:
         reason = note_failed(self.record, error)
         # Our alert (in ``unsent``, or sent already) wants a graceful close: a greenlet's work.
         self._stop_waiting()
+        self._close_client_reader()
         self._server.hand_over_refusal(self, reason, None, unsent)
 
     # -- dial --------------------------------------------------------------------------
@@ -281,6 +297,7 @@ class FastConnection:
         candidates = routing.failover_order(members, chosen)
         for member in candidates:
             if not getattr(routing.dialers[member.name], "connects_without_greenlet", False):
+                self._close_client_reader()
                 self._server.hand_over(self, self._buffered, members, chosen)
                 return
         self._candidates = candidates
@@ -413,7 +430,9 @@ class FastConnection:
             limits.server_idle_timeout,
             client_tls=self.tls,
             upstream_tls=self._upstream_tls,
+            client_reader=self._client_reader,
         )
+        self._client_reader = None  # the relay's now
         self.relay.start(self._end, rest)
 
     # -- end ---------------------------------------------------------------------------
@@ -429,11 +448,17 @@ class FastConnection:
             self._timer.close()
             self._timer = None
 
+    def _close_client_reader(self) -> None:
+        if self._client_reader is not None:
+            self._client_reader.close()
+            self._client_reader = None
+
     def _end(self, reason: str) -> None:
         if self.state == "closed":
             return
         self.state = "closed"
         self._stop_waiting()
+        self._close_client_reader()
         if self._upstream is not None:
             self._upstream.close()
         self.client.close()

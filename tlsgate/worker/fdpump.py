@@ -34,11 +34,12 @@ _ROUNDS = 8
 _PIPE_WARN_INTERVAL = 60.0
 
 
-class FdDirection:
+class FdDirection(Leg):
     """One direction of a plain-socket relay, driven by the event loop's io watchers.
 
     Waits for the source to be readable, moves what arrived, and waits for the
-    destination to be writable only when it would not take everything at once.
+    destination to be writable only when it would not take everything at once. It is
+    also its source's `Leg` (idle bookkeeping): one object per direction, not two.
     """
 
     __slots__ = (
@@ -46,7 +47,6 @@ class FdDirection:
         "dst",
         "src_fd",
         "dst_fd",
-        "leg",
         "upstream_bound",
         "loop",
         "reader",
@@ -56,20 +56,32 @@ class FdDirection:
         "pipe_w",
         "piped",
         "may_splice",
-        "ended",
     )
 
-    def __init__(self, relay, src_fd: int, dst, dst_fd: int, leg: Leg, upstream_bound: bool, loop):
+    def __init__(
+        self,
+        relay,
+        src_fd: int,
+        dst,
+        dst_fd: int,
+        idle_timeout: float,
+        now: float,
+        upstream_bound: bool,
+        loop,
+        reader=None,
+    ):
         """``dst``: the destination socket (for ``shutdown``); ``src_fd``/``dst_fd``: the
-        descriptors of the source and the destination."""
+        descriptors of the source and the destination. ``reader``: a read watcher on
+        ``src_fd`` to use instead of a new one (the connection's, from waiting for the
+        ClientHello: taking it over costs no new watcher and no epoll change)."""
+        Leg.__init__(self, idle_timeout, now)
         self.relay = relay
         self.dst = dst
         self.src_fd = src_fd
         self.dst_fd = dst_fd
-        self.leg = leg
         self.upstream_bound = upstream_bound
         self.loop = loop
-        self.reader = loop.io(self.src_fd, _READ)
+        self.reader = reader if reader is not None else loop.io(src_fd, _READ)
         self.writer = None
         """Made on the first write that would block (each watcher costs a syscall to make)."""
         self.pending: memoryview | None = None
@@ -78,7 +90,6 @@ class FdDirection:
         self.piped = 0
         """Bytes in the pipe the destination has not taken yet."""
         self.may_splice = _USE_SPLICE
-        self.ended = False
 
     def wait_to_send(self, data: bytes) -> None:
         """Start with ``data`` pending for the destination: read only once it has taken it."""
@@ -86,81 +97,82 @@ class FdDirection:
         self.writer = self.loop.io(self.dst_fd, _WRITE)
         self.writer.start(self.on_writable)
 
-    def on_readable(self) -> None:
-        try:
-            self._move()
-        except RelayClosed as e:
-            self.relay._finish(e.reason)
-        except Exception:
-            self.relay._crash()
-
     def on_writable(self) -> None:
         try:
-            if self._flush():
-                self.writer.stop()
-                self.reader.start(self.on_readable)
-                self._move()  # whatever arrived meanwhile; saves a loop iteration
+            if not self._flush():
+                return
+            self.writer.stop()
+            self.reader.start(self.on_readable)
+        except RelayClosed as e:
+            self.relay._finish(e.reason)
+            return
+        except Exception:
+            self.relay._crash()
+            return
+        self.on_readable()  # whatever arrived meanwhile; saves a loop iteration
+
+    def on_readable(self) -> None:
+        """Move what the source has, until it has no more (at most `_ROUNDS` reads, so one
+        bulk transfer cannot hold up the rest of the worker)."""
+        # One frame per readiness callback: this runs about eight times per connection.
+        try:
+            record = self.relay.record
+            rounds = _ROUNDS  # a counter, not range(): no iterator object per callback
+            while rounds:
+                rounds -= 1
+                if self.pipe_w >= 0:
+                    try:
+                        n = os.splice(self.src_fd, self.pipe_w, _CHUNK, flags=_SPLICE_FLAGS)
+                    except BlockingIOError:
+                        return
+                    except OSError as e:
+                        raise closed_by(e, self._src_name, record) from e
+                    self.piped = left = n
+                    drained = n < _CHUNK
+                else:
+                    try:
+                        n = os.readv(self.src_fd, _SCRATCH_IOV)
+                    except BlockingIOError:
+                        return
+                    except OSError as e:
+                        raise closed_by(e, self._src_name, record) from e
+                    left = 0
+                    if n:
+                        try:
+                            left = n - os.write(self.dst_fd, _SCRATCH_VIEW[:n])
+                        except BlockingIOError:
+                            left = n
+                        except OSError as e:
+                            raise closed_by(e, self._dst_name, record) from e
+                        if left:
+                            self.pending = memoryview(bytes(_SCRATCH_VIEW[n - left : n]))
+                        if n >= _BULK and self.may_splice:
+                            self._open_pipe()
+                    # A short read emptied the socket: reading again now would only say EAGAIN.
+                    drained = n < _BULK
+                if n == 0:
+                    self._ended()
+                    return
+                self.last_activity = time.monotonic()
+                if self.upstream_bound:
+                    record.bytes_in += n
+                else:
+                    record.bytes_out += n
+                # ``left``: what the destination has not taken yet (the usual small write takes all).
+                if left and not self._flush():
+                    # The destination is not taking more: stop reading until it does. A peer
+                    # that stops reading stalls this leg too, and the idle rule still applies.
+                    self.reader.stop()
+                    if self.writer is None:
+                        self.writer = self.loop.io(self.dst_fd, _WRITE)
+                    self.writer.start(self.on_writable)
+                    return
+                if drained:
+                    return
         except RelayClosed as e:
             self.relay._finish(e.reason)
         except Exception:
             self.relay._crash()
-
-    def _move(self) -> None:
-        """Move what the source has, until it has no more (at most `_ROUNDS` reads, so one
-        bulk transfer cannot hold up the rest of the worker)."""
-        record = self.relay.record
-        rounds = _ROUNDS  # a counter, not range(): no iterator object per callback
-        while rounds:
-            rounds -= 1
-            if self.pipe_w >= 0:
-                try:
-                    n = os.splice(self.src_fd, self.pipe_w, _CHUNK, flags=_SPLICE_FLAGS)
-                except BlockingIOError:
-                    return
-                except OSError as e:
-                    raise closed_by(e, self._src_name, record) from e
-                self.piped = left = n
-                drained = n < _CHUNK
-            else:
-                try:
-                    n = os.readv(self.src_fd, _SCRATCH_IOV)
-                except BlockingIOError:
-                    return
-                except OSError as e:
-                    raise closed_by(e, self._src_name, record) from e
-                left = 0
-                if n:
-                    try:
-                        left = n - os.write(self.dst_fd, _SCRATCH_VIEW[:n])
-                    except BlockingIOError:
-                        left = n
-                    except OSError as e:
-                        raise closed_by(e, self._dst_name, record) from e
-                    if left:
-                        self.pending = memoryview(bytes(_SCRATCH_VIEW[n - left : n]))
-                    if n >= _BULK and self.may_splice:
-                        self._open_pipe()
-                # A short read emptied the socket: reading again now would only say EAGAIN.
-                drained = n < _BULK
-            if n == 0:
-                self._ended()
-                return
-            self.leg.last_activity = time.monotonic()
-            if self.upstream_bound:
-                record.bytes_in += n
-            else:
-                record.bytes_out += n
-            # ``left``: what the destination has not taken yet (the usual small write takes all).
-            if left and not self._flush():
-                # The destination is not taking more: stop reading until it does. A peer that
-                # stops reading stalls this leg too, and the idle rule still applies.
-                self.reader.stop()
-                if self.writer is None:
-                    self.writer = self.loop.io(self.dst_fd, _WRITE)
-                self.writer.start(self.on_writable)
-                return
-            if drained:
-                return
 
     def _flush(self) -> bool:
         """Give the destination what is pending; True when nothing is left."""
@@ -190,7 +202,6 @@ class FdDirection:
             _warn_no_pipe(e)
 
     def _ended(self) -> None:
-        self.leg.ended = True
         self.ended = True
         self.stop_watching()
         try:

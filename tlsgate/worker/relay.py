@@ -40,6 +40,9 @@ from tlsgate.worker.tlspump import Side, StreamDirection
 
 log = logging.getLogger(__name__)
 
+_NOT_STARTED = Leg(float("inf"), 0.0)
+"""A relay's legs before it starts and after it ends: never idle, never ended."""
+
 
 class Relay:
     """Relays bytes both ways until both directions end (or idle/reset/stop)."""
@@ -48,6 +51,8 @@ class Relay:
         "client",
         "upstream",
         "record",
+        "client_idle_timeout",
+        "server_idle_timeout",
         "client_leg",
         "upstream_leg",
         "loop",
@@ -57,6 +62,7 @@ class Relay:
         "_directions",
         "_sides",
         "_on_done",
+        "_client_reader",
     )
 
     def __init__(
@@ -68,15 +74,20 @@ class Relay:
         server_idle_timeout: float,
         client_tls=None,
         upstream_tls=None,
+        client_reader=None,
     ):
         """``client``/``upstream``: the sockets. ``client_tls``/``upstream_tls``: the
-        `GreenTLSConnection` over that socket where the gateway speaks TLS on it."""
-        now = time.monotonic()
+        `GreenTLSConnection` over that socket where the gateway speaks TLS on it.
+        ``client_reader``: a stopped read watcher on the client's socket to take over (see
+        `FdDirection`); closed here if the relay cannot use it."""
         self.client = client
         self.upstream = upstream
         self.record = record
-        self.client_leg = Leg(client_idle_timeout, now)
-        self.upstream_leg = Leg(server_idle_timeout, now)
+        self.client_idle_timeout = client_idle_timeout
+        self.server_idle_timeout = server_idle_timeout
+        self.client_leg: Leg = _NOT_STARTED
+        """The direction from the client (each direction is its source's `Leg`), once started."""
+        self.upstream_leg: Leg = _NOT_STARTED
         self.loop = None
         self._client_tls = client_tls
         self._upstream_tls = upstream_tls
@@ -85,6 +96,7 @@ class Relay:
         self._directions: tuple = ()
         self._sides: tuple[Side, ...] = ()
         self._on_done = None
+        self._client_reader = client_reader
 
     @property
     def running(self) -> bool:
@@ -101,27 +113,40 @@ class Relay:
         self.loop = loop = get_hub().loop
         self._on_done = on_done
         client, upstream = self.client, self.upstream
-        _SWEEPER.add(self)
+        now = time.monotonic()
+        client_reader, self._client_reader = self._client_reader, None
         if self._client_tls is None and self._upstream_tls is None:
             client_fd, upstream_fd = client.fileno(), upstream.fileno()
-            self._directions = (
-                FdDirection(self, client_fd, upstream, upstream_fd, self.client_leg, True, loop),
-                FdDirection(self, upstream_fd, client, client_fd, self.upstream_leg, False, loop),
+            to_upstream = FdDirection(
+                self, client_fd, upstream, upstream_fd, self.client_idle_timeout, now, True, loop,
+                client_reader,
+            )  # fmt: skip
+            to_client = FdDirection(
+                self, upstream_fd, client, client_fd, self.server_idle_timeout, now, False, loop
             )
-            to_upstream, to_client = self._directions
+            self._directions = (to_upstream, to_client)
+            self.client_leg, self.upstream_leg = to_upstream, to_client
+            _SWEEPER.add(self)
             if client_pending:
                 to_upstream.wait_to_send(client_pending)
             else:
                 to_upstream.reader.start(to_upstream.on_readable)
             to_client.reader.start(to_client.on_readable)
             return
+        if client_reader is not None:
+            client_reader.close()  # a TLS side reads through its `Side`
         client_side = Side(client, self._client_tls, "client", self)
         upstream_side = Side(upstream, self._upstream_tls, "upstream", self)
         self._sides = (client_side, upstream_side)
-        self._directions = (
-            StreamDirection(self, client_side, upstream_side, self.client_leg, True),
-            StreamDirection(self, upstream_side, client_side, self.upstream_leg, False),
+        to_upstream = StreamDirection(
+            self, client_side, upstream_side, self.client_idle_timeout, now, True
         )
+        to_client = StreamDirection(
+            self, upstream_side, client_side, self.server_idle_timeout, now, False
+        )
+        self._directions = (to_upstream, to_client)
+        self.client_leg, self.upstream_leg = to_upstream, to_client
+        _SWEEPER.add(self)
         if client_pending:  # the rest of a PROXY header, before any record
             try:
                 upstream_side.send(client_pending)
@@ -152,14 +177,21 @@ class Relay:
             direction.close()
         for side in self._sides:
             side.close()
+        # The directions point back at the relay: drop them, so no cycle outlives the connection.
         self._directions = self._sides = ()
+        self.client_leg = self.upstream_leg = _NOT_STARTED
         on_done, self._on_done = self._on_done, None
         on_done(reason)
 
     def _direction_ended(self) -> None:
-        if all(d.ended for d in self._directions) and not any(s.pending for s in self._sides):
-            # Both ends said so, and the last bytes (a close_notify) are out.
-            self._finish("eof")
+        # Plain checks, no generator: this runs for every connection that ends normally.
+        if not (self.client_leg.ended and self.upstream_leg.ended):
+            return
+        for side in self._sides:
+            if side.pending:
+                return
+        # Both ends said so, and the last bytes (a close_notify) are out.
+        self._finish("eof")
 
     def _crash(self) -> None:
         """A bug in a callback: log it with its traceback and close the connection."""
@@ -181,7 +213,9 @@ class _IdleSweeper:
 
     def add(self, relay: Relay) -> None:
         self.relays.add(relay)
-        shortest = min(relay.client_leg.idle_timeout, relay.upstream_leg.idle_timeout)
+        shortest = min(relay.client_idle_timeout, relay.server_idle_timeout)
+        if shortest >= 4.0 and self.greenlet is not None:
+            return  # the usual case: sweeping every second already suits these timeouts
         interval = min(1.0, max(shortest / 4, 0.01))
         if interval < self.interval and self.greenlet is not None:
             self.greenlet.kill(block=False)  # sleeping too long for this timeout: start afresh

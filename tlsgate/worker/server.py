@@ -167,8 +167,10 @@ class Server:
                 self._refuse(client, record, over)
                 return
         conn = FastConnection(client, listener.family, record, self.routing, self)
-        self.live[record.conn_id] = conn
-        self.all_closed.clear()
+        live = self.live
+        if not live:  # otherwise it is clear already
+            self.all_closed.clear()
+        live[record.conn_id] = conn
         conn.start()
 
     def _refuse(self, client, record: ConnectionRecord, limit: str) -> None:

@@ -106,19 +106,20 @@ class Side:
         self.pending = None
 
 
-class StreamDirection:
-    """Plaintext from ``src`` to ``dst``, either or both of them TLS."""
+class StreamDirection(Leg):
+    """Plaintext from ``src`` to ``dst``, either or both of them TLS; also its source's `Leg`."""
 
-    __slots__ = ("relay", "src", "dst", "leg", "upstream_bound", "reader", "ended")
+    __slots__ = ("relay", "src", "dst", "upstream_bound", "reader")
 
-    def __init__(self, relay, src: Side, dst: Side, leg: Leg, upstream_bound: bool):
+    def __init__(
+        self, relay, src: Side, dst: Side, idle_timeout: float, now: float, upstream_bound: bool
+    ):
+        Leg.__init__(self, idle_timeout, now)
         self.relay = relay
         self.src = src
         self.dst = dst
-        self.leg = leg
         self.upstream_bound = upstream_bound
         self.reader = relay.loop.io(src.fd, _READ)
-        self.ended = False
 
     def resume(self) -> None:
         """Read whenever the socket is readable (the watcher is level-triggered, so bytes
@@ -147,7 +148,7 @@ class StreamDirection:
             if not data:
                 self._ended()
                 return
-            self.leg.last_activity = time.monotonic()
+            self.last_activity = time.monotonic()
             if self.upstream_bound:
                 record.bytes_in += len(data)
             else:
@@ -210,7 +211,6 @@ class StreamDirection:
 
     def _ended(self) -> None:
         """The source ended: half-close the destination (close_notify, or FIN)."""
-        self.leg.ended = True
         self.ended = True
         self.reader.stop()
         dst = self.dst
