@@ -27,7 +27,7 @@ from tests.integration.test_control import control
 from tests.integration.test_termination import TERMINATE
 from tests.support.faulty import FullBacklogUpstream
 from tests.support.gateway import client_context, greeting, read_line, wait_for
-from tests.support.upstream import client_hello_bytes
+from tests.support.upstream import client_hello_bytes, stop_listening
 from tlsgate.proto.proxy_protocol import parse_proxy_header
 
 pytestmark = pytest.mark.integration
@@ -135,7 +135,7 @@ class SlowReader:
         self.done.set()
 
     def close(self) -> None:
-        self.sock.close()
+        stop_listening(self.sock)
 
 
 def test_a_replay_the_upstream_takes_slowly_arrives_whole_and_before_later_bytes(gateway):

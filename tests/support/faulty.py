@@ -28,7 +28,7 @@ import struct
 import threading
 import time
 
-from tests.support.upstream import pattern_chunks
+from tests.support.upstream import pattern_chunks, stop_listening
 
 FIGURES_ENV = "TLSGATE_RELIABILITY_FIGURES"
 
@@ -82,11 +82,7 @@ class _AcceptingUpstream:
 
     def close(self) -> None:
         self._closed = True
-        try:
-            self.sock.shutdown(socket.SHUT_RDWR)
-        except OSError:
-            pass
-        self.sock.close()
+        stop_listening(self.sock)
         for conn in self.conns:
             conn.close()
 

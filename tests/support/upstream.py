@@ -69,11 +69,7 @@ class TlsUpstream:
 
     def close(self) -> None:
         self._closed = True
-        try:
-            self.sock.shutdown(socket.SHUT_RDWR)
-        except OSError:
-            pass
-        self.sock.close()
+        stop_listening(self.sock)
 
     def _accept_loop(self) -> None:
         while not self._closed:
@@ -163,10 +159,11 @@ class RawUpstream:
         self.sock.listen(16)
         self.address = f"{host}:{self.sock.getsockname()[1]}"
         self.received: list[bytes] = []
+        self._closed = False
         threading.Thread(target=self._serve, daemon=True).start()
 
     def _serve(self) -> None:
-        while True:
+        while not self._closed:
             try:
                 conn, _ = self.sock.accept()
             except OSError:
@@ -179,7 +176,23 @@ class RawUpstream:
                 conn.sendall(f"got {len(data)} bytes".encode())
 
     def close(self) -> None:
-        self.sock.close()
+        self._closed = True
+        stop_listening(self.sock)
+
+
+def stop_listening(sock: socket.socket) -> None:
+    """Close a listener whose thread may be blocked in accept().
+
+    close() alone does not wake that accept(): the socket would go on listening on its
+    port, unseen, and take connections meant for a later test's upstream on the same
+    port (it happened: a terminated connection waited for a greeting that the wrong
+    upstream would never send). shutdown() wakes it and stops the listening.
+    """
+    try:
+        sock.shutdown(socket.SHUT_RDWR)
+    except OSError:
+        pass
+    sock.close()
 
 
 def client_hello_bytes(server_name: str) -> bytes:
