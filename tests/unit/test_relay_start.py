@@ -8,6 +8,7 @@ drives the relay directly, with a Unix socket pair whose send buffer is tiny.
 
 from __future__ import annotations
 
+import gc
 import hashlib
 import socket
 
@@ -15,6 +16,7 @@ import gevent
 import pytest
 
 from tlsgate.events import ConnectionRecord
+from tlsgate.worker.fdpump import FdDirection
 from tlsgate.worker.relay import Relay
 
 pytestmark = pytest.mark.timeout(60)
@@ -90,3 +92,34 @@ def test_stop_from_a_greenlet_reports_the_reason_once():
     assert reasons == ["killed"]
     for sock in (client_app, client_gw, upstream_gw, upstream_app):
         sock.close()
+
+
+def test_a_finished_relay_is_freed_without_the_cycle_collector():
+    # The two directions point at each other and at the relay: ending the relay must undo
+    # that, or every connection's objects would wait for a garbage collection.
+    client_app, client_gw = _pair()
+    upstream_gw, upstream_app = _pair()
+    reasons: list[str] = []
+    gc.collect()
+    gc.disable()
+    try:
+        relay = Relay(client_gw, upstream_gw, _record(), 30.0, 30.0)
+        relay.start(reasons.append)
+        client_app.sendall(b"request")
+        client_app.shutdown(socket.SHUT_WR)
+        assert _read_all(upstream_app) == b"request"
+        upstream_app.sendall(b"answer")
+        upstream_app.shutdown(socket.SHUT_WR)
+        assert _read_all(client_app) == b"answer"
+        for _ in range(500):
+            if reasons:
+                break
+            gevent.sleep(0.01)
+        assert reasons == ["eof"]
+        del relay
+        left = [o for o in gc.get_objects() if type(o) in (Relay, FdDirection)]
+        assert left == []
+    finally:
+        gc.enable()
+        for sock in (client_app, client_gw, upstream_gw, upstream_app):
+            sock.close()

@@ -56,6 +56,7 @@ class FdDirection(Leg):
         "pipe_w",
         "piped",
         "may_splice",
+        "opposite",
     )
 
     def __init__(
@@ -90,6 +91,8 @@ class FdDirection(Leg):
         self.piped = 0
         """Bytes in the pipe the destination has not taken yet."""
         self.may_splice = _USE_SPLICE
+        self.opposite: FdDirection | None = None
+        """The other direction of the relay (set by `Relay`)."""
 
     def wait_to_send(self, data: bytes) -> None:
         """Start with ``data`` pending for the destination: read only once it has taken it."""
@@ -167,7 +170,10 @@ class FdDirection(Leg):
                         self.writer = self.loop.io(self.dst_fd, _WRITE)
                     self.writer.start(self.on_writable)
                     return
-                if drained:
+                # Once the other side has closed, this one usually closes right after its
+                # last bytes (a TLS close_notify, then FIN): read on, and its end costs no
+                # wake-up of its own.
+                if drained and not self.opposite.ended:
                     return
         except RelayClosed as e:
             self.relay._finish(e.reason)
@@ -232,6 +238,7 @@ class FdDirection(Leg):
             os.close(self.pipe_w)
             self.pipe_r = self.pipe_w = -1
         self.pending = None
+        self.opposite = None  # the two directions point at each other: no cycle left behind
 
 
 _last_pipe_warning = [0.0]

@@ -124,6 +124,7 @@ class Relay:
             to_client = FdDirection(
                 self, upstream_fd, client, client_fd, self.server_idle_timeout, now, False, loop
             )
+            to_upstream.opposite, to_client.opposite = to_client, to_upstream
             self._directions = (to_upstream, to_client)
             self.client_leg, self.upstream_leg = to_upstream, to_client
             _SWEEPER.add(self)

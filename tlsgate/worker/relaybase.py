@@ -30,7 +30,10 @@ class RelayClosed(Exception):
 
 
 class Leg:
-    """One direction's source: when it last delivered bytes and whether it ended."""
+    """One direction's source: when it last delivered bytes and whether it ended.
+
+    The relay's directions (`FdDirection`, `StreamDirection`) are their own legs: one
+    object per direction, read by the idle sweeper through `Relay.both_idle`."""
 
     __slots__ = ("last_activity", "idle_timeout", "ended")
 
