@@ -312,3 +312,28 @@ def test_out_of_descriptors_accept_backs_off_and_recovers(gateway, upstreams, pk
     )
     assert gw.worker_pids() == [pid]
     assert "Traceback" not in gw.log(), gw.log()
+
+
+def test_no_descriptor_left_for_the_upstream_fails_that_connection_only(gateway, upstreams, pki):
+    """A worker that can accept a client but has no descriptor left for the upstream's
+    socket closes that connection as upstream_connect_failed, with no traceback, and
+    serves the next one once descriptors are free."""
+    gw = gateway({"endpoints": [endpoint("app", "tls://app.example.test", upstreams("app").address)]}, workers=1)
+    [pid] = gw.worker_pids()
+    assert greeting(gw.port, "app.example.test", pki.files.cert) == "hello from app"
+    gw.wait_events(1)  # that connection has closed: its descriptors are free again
+    soft, hard = resource.prlimit(pid, resource.RLIMIT_NOFILE)
+    # One descriptor: the accepted client takes it, and the upstream's socket() fails.
+    resource.prlimit(pid, resource.RLIMIT_NOFILE, (psutil.Process(pid).num_fds() + 1, hard))
+    try:
+        with socket.create_connection(("127.0.0.1", gw.port), timeout=10) as s:
+            s.sendall(client_hello_bytes("app.example.test"))
+            assert s.recv(100) == b""
+    finally:
+        resource.prlimit(pid, resource.RLIMIT_NOFILE, (soft, hard))
+    event = gw.wait_events(2)[1]["object"]
+    assert event["close_reason"] == "upstream_connect_failed"
+    assert "socket: Too many open files" in event["upstream_error"]
+    assert greeting(gw.port, "app.example.test", pki.files.cert) == "hello from app"
+    assert gw.worker_pids() == [pid]
+    assert "Traceback" not in gw.log(), gw.log()

@@ -57,7 +57,10 @@ class TcpDialer:
             except OSError as e:
                 raise DialError("upstream_connect_failed", f"resolve {self.label}: {e}") from e
             family, _, _, _, sockaddr = infos[0]
-        sock = socket.socket(family, stdlib_socket.SOCK_STREAM)
+        try:
+            sock = socket.socket(family, stdlib_socket.SOCK_STREAM)
+        except OSError as e:
+            raise _no_socket(self.label, e) from e
         try:
             sock.setsockopt(stdlib_socket.IPPROTO_TCP, stdlib_socket.TCP_NODELAY, 1)
             with gevent.Timeout(timeout, False):
@@ -96,7 +99,10 @@ class TcpDialer:
         gevent one: the fast path drives it with event-loop watchers of its own.
         """
         # Non-blocking from birth: no ioctl() to make it so.
-        sock = _socket.socket(self._family, _socket.SOCK_STREAM | _socket.SOCK_NONBLOCK)
+        try:
+            sock = _socket.socket(self._family, _socket.SOCK_STREAM | _socket.SOCK_NONBLOCK)
+        except OSError as e:
+            raise _no_socket(self.label, e) from e
         try:
             sock.setsockopt(_socket.IPPROTO_TCP, _socket.TCP_NODELAY, 1)
             err = sock.connect_ex(self._sockaddr)
@@ -119,6 +125,12 @@ class TcpDialer:
 
     def timeout_error(self) -> DialError:
         return DialError("upstream_connect_timeout", f"connect {self.label}: timed out")
+
+
+def _no_socket(label: str, e: OSError) -> DialError:
+    """The worker could not even make a socket (out of descriptors or buffers): this
+    connection fails like a refused connect, and the worker goes on."""
+    return DialError("upstream_connect_failed", f"connect {label}: socket: {e.strerror or e}")
 
 
 def _connect_error(label: str, err: int) -> DialError:
