@@ -226,7 +226,6 @@ class FastConnection:
         else:
             # An alert wants a graceful close (half-close, drain): a greenlet's work.
             self._stop_waiting()
-            self._close_client_reader()
             self._server.hand_over_refusal(self, reason, alert)
 
     # -- traffic policy ----------------------------------------------------------------
@@ -253,7 +252,7 @@ class FastConnection:
     def _terminate(self, step: TerminateStep) -> None:
         routing, record = self._routing, self.record
         record.termination = "gateway"  # also if it fails or is cut short
-        self._close_client_reader()  # the handshake and the TLS relay watch the socket themselves
+        self._stop_waiting()  # the handshake and the TLS relay watch the socket themselves
         try:
             tls = routing.terminator.server_connection(
                 self.client, step.decision, record.server_name, step.endpoint.policy_base_dir
@@ -287,7 +286,6 @@ class FastConnection:
         reason = note_failed(self.record, error)
         # Our alert (in ``unsent``, or sent already) wants a graceful close: a greenlet's work.
         self._stop_waiting()
-        self._close_client_reader()
         self._server.hand_over_refusal(self, reason, None, unsent)
 
     # -- dial --------------------------------------------------------------------------
@@ -297,7 +295,7 @@ class FastConnection:
         candidates = routing.failover_order(members, chosen)
         for member in candidates:
             if not getattr(routing.dialers[member.name], "connects_without_greenlet", False):
-                self._close_client_reader()
+                self._stop_waiting()
                 self._server.hand_over(self, self._buffered, members, chosen)
                 return
         self._candidates = candidates
@@ -346,7 +344,7 @@ class FastConnection:
         self._timer.start(self._guarded, self._dial_failed, None)
 
     def _connected(self) -> None:
-        self._stop_waiting()
+        self._stop_watch()
         try:
             self._dialer.finish_connect(self._upstream)
         except DialError as e:
@@ -363,7 +361,7 @@ class FastConnection:
         self._relay_from(payload, sent)
 
     def _dial_failed(self, error: DialError | None) -> None:
-        self._stop_waiting()
+        self._stop_watch()
         self._failure = error or self._dialer.timeout_error()
         self._upstream.close()
         self._upstream = None
@@ -438,9 +436,18 @@ class FastConnection:
     # -- end ---------------------------------------------------------------------------
 
     def _stop_waiting(self) -> None:
+        """Stop everything the connection waits with, the read watcher kept for the relay
+        included: for any way out but the relay."""
         if self._handshake is not None:
             self._handshake.cancel()
             self._handshake = None
+        self._stop_watch()
+        if self._client_reader is not None:
+            self._client_reader.close()
+            self._client_reader = None
+
+    def _stop_watch(self) -> None:
+        """Close the watcher and the timer of the current wait (a connect's, while dialing)."""
         if self._watcher is not None:
             self._watcher.close()
             self._watcher = None
@@ -448,17 +455,11 @@ class FastConnection:
             self._timer.close()
             self._timer = None
 
-    def _close_client_reader(self) -> None:
-        if self._client_reader is not None:
-            self._client_reader.close()
-            self._client_reader = None
-
     def _end(self, reason: str) -> None:
         if self.state == "closed":
             return
         self.state = "closed"
         self._stop_waiting()
-        self._close_client_reader()
         if self._upstream is not None:
             self._upstream.close()
         self.client.close()
