@@ -2,7 +2,9 @@
 
 A run of a case visits every target in turn before the next run starts, so a
 drift of the machine (another tenant, thermal) spreads over all targets instead
-of landing on one. Each measurement reads the gateway's process tree before and
+of landing on one; each run starts one target later than the run before, so no
+target always follows the same one (and whatever that one leaves behind: sockets
+still closing, a busy origin). Each measurement reads the gateway's process tree before and
 after (CPU-seconds) and samples its memory while the load runs (peak PSS).
 
 Case ids: ``pass_conn`` (1), ``pass_tput`` (2), ``term_conn`` and ``term_tput``
@@ -117,7 +119,8 @@ class Runner:
         rate = case.endswith("conn")
         usable = [t for t in targets if not term or t.term_port is not None]
         for run in range(1, s.runs + 1):
-            for target in usable:
+            shift = (run - 1) % len(usable)
+            for target in usable[shift:] + usable[:shift]:
                 if self.out_of_time(s.seconds + 10):
                     self.skipped.append(f"{case} run {run} on {target.name}: out of time")
                     continue

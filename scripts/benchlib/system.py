@@ -168,7 +168,7 @@ def versions() -> dict[str, str]:
 
     found = {
         "tlsgate": f"{tlsgate.__version__} ({_git_head()})",
-        "python": platform.python_version(),
+        "python": f"{platform.python_version()} ({_python_build()})",
         "gevent": gevent.__version__,
         "pyOpenSSL": OpenSSL.__version__,
         "OpenSSL (Python)": OpenSSL.SSL.SSLeay_version(OpenSSL.SSL.SSLEAY_VERSION).decode(),
@@ -179,6 +179,25 @@ def versions() -> dict[str, str]:
         "openssl": _first_line([tool_path("openssl"), "version"], r"\d+\.\d+\.\d+\S*"),
     }
     return found
+
+
+def _python_build() -> str:
+    """How the interpreter was built, as far as it can tell: the sixth session measured
+    Debian's python3.11 (libpython linked into the executable, built with profile-guided
+    optimisation) at ~3% less worker CPU per connection than pyenv's default build
+    (libpython as a shared library, no ``--enable-optimizations``)."""
+    import sysconfig
+
+    with open("/proc/self/maps") as maps:
+        shared = "libpython" in maps.read()
+    build = ["libpython shared" if shared else "libpython linked in"]
+    args = sysconfig.get_config_var("CONFIG_ARGS") or ""
+    build += [
+        name
+        for name, option in (("PGO", "--enable-optimizations"), ("LTO", "--with-lto"))
+        if option in args
+    ]
+    return ", ".join(build)
 
 
 def export_revision(rev: str, dest: Path) -> None:
