@@ -48,6 +48,8 @@ class Usage:
     cpu_seconds: float
     memory_bytes: int
     processes: int
+    user_seconds: float = 0.0
+    """The user-space part of `cpu_seconds` (the rest is the kernel's, on the tree's behalf)."""
 
 
 def children_map() -> dict[int, list[int]]:
@@ -78,7 +80,7 @@ def tree_pids(roots: list[int]) -> list[int]:
 
 
 def tree_usage(roots: list[int]) -> Usage:
-    cpu_ticks = 0
+    cpu_ticks = user_ticks = 0
     memory = 0
     count = 0
     for pid in tree_pids(roots):
@@ -86,11 +88,12 @@ def tree_usage(roots: list[int]) -> Usage:
             stat = Path(f"/proc/{pid}/stat").read_text()
             fields = stat[stat.rindex(")") + 2 :].split()
             cpu_ticks += int(fields[11]) + int(fields[12])  # utime, stime
+            user_ticks += int(fields[11])
             memory += _pss(pid)
             count += 1
         except (OSError, ValueError):
             continue  # exited between listing and reading
-    return Usage(cpu_ticks / _TICKS, memory, count)
+    return Usage(cpu_ticks / _TICKS, memory, count, user_ticks / _TICKS)
 
 
 def tree_fds(roots: list[int]) -> int:

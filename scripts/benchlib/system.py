@@ -203,6 +203,12 @@ def _python_build() -> str:
 def export_revision(rev: str, dest: Path) -> None:
     """Benchmark the committed tree `rev` of this checkout: `git archive` it into `dest`."""
     global TLSGATE, TLSGATE_LABEL
+    TLSGATE_LABEL = export_tree(rev, dest)
+    TLSGATE = dest
+
+
+def export_tree(rev: str, dest: Path) -> str:
+    """`git archive` the committed tree `rev` of this checkout into `dest`; its label."""
     result = subprocess.run(
         ["git", "-C", str(REPO), "rev-parse", "--short", f"{rev}^{{commit}}"],
         capture_output=True, text=True, timeout=30,
@@ -214,8 +220,7 @@ def export_revision(rev: str, dest: Path) -> None:
     subprocess.run(["tar", "-x", "-C", str(dest)], stdin=archive.stdout, check=True, timeout=120)
     if archive.wait(60) != 0:
         raise SetupError(f"git archive {rev} failed")
-    TLSGATE = dest
-    TLSGATE_LABEL = f"commit {result.stdout.strip()}"
+    return f"commit {result.stdout.strip()}"
 
 
 def _git_head() -> str:

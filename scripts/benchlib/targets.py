@@ -162,7 +162,11 @@ on_tcp_connect = [{{ actions = [{{ type = "terminate-tls", config = {{ server_ce
 """
         return text
 
-    def start_tlsgate(self, procs: Processes, instance: str = "tlsgate") -> Target:
+    def start_tlsgate(
+        self, procs: Processes, instance: str = "tlsgate", tree: Path | None = None
+    ) -> Target:
+        """Start tlsgate from `tree` (default: the benchmarked tree, `system.TLSGATE`)."""
+        env = _tlsgate_env(tree or system.TLSGATE)
         port = free_port()
         conf = self.root / f"{instance}.toml"
         accepted: list[str | None] = []
@@ -171,7 +175,7 @@ on_tcp_connect = [{{ actions = [{{ type = "terminate-tls", config = {{ server_ce
             conf.write_text(self.tlsgate_config(port, termination, instance))
             check = subprocess.run(
                 [sys.executable, "-m", "tlsgate", "check", "-c", str(conf)],
-                env=_tlsgate_env(), cwd=self.root, capture_output=True, text=True, timeout=60,
+                env=env, cwd=self.root, capture_output=True, text=True, timeout=60,
             )  # fmt: skip
             if check.returncode == 0:
                 accepted.append(termination)
@@ -184,7 +188,7 @@ on_tcp_connect = [{{ actions = [{{ type = "terminate-tls", config = {{ server_ce
         proc = procs.start(
             instance,
             [sys.executable, "-m", "tlsgate", "start", "-c", str(conf)],
-            env=_tlsgate_env(),
+            env=env,
             cwd=self.root,
         )
         target = Target("tlsgate", port, procs=[proc], note=f"{WORKERS} workers, events off")
@@ -309,10 +313,10 @@ table bench {{
         return Target("sniproxy", port, procs=started, note=note, term_note="cannot terminate TLS")
 
 
-def _tlsgate_env() -> dict[str, str]:
+def _tlsgate_env(tree: Path) -> dict[str, str]:
     # Run from the run directory: `python -m` puts the working directory first on sys.path,
     # which would import a tlsgate from wherever the bench was started instead of this one.
-    return {"PYTHONPATH": str(system.TLSGATE)}
+    return {"PYTHONPATH": str(tree)}
 
 
 def _first_problem(text: str) -> str:
