@@ -41,7 +41,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # benchlib
-sys.path.insert(1, str(Path(__file__).resolve().parents[1]))  # tlsgate from this checkout
 
 from benchlib import system  # noqa: E402
 
@@ -53,9 +52,12 @@ WRK_CONNECTIONS = 16
 class Side:
     label: str
     """What the user named: ``haproxy``, a directory or a revision."""
-    haproxy: bool
     tree: Path | None
     """The tlsgate tree to run (None for HAProxy)."""
+
+    @property
+    def haproxy(self) -> bool:
+        return self.tree is None
 
 
 @dataclass(frozen=True)
@@ -113,20 +115,20 @@ def main(argv: list[str]) -> int:
             print(f"bench_pair: run directory kept: {root}")
         else:
             shutil.rmtree(root, ignore_errors=True)
-    _summarise(sides, results)
+    _summarise(results)
     return 0
 
 
 def _resolve(label: str, export_to: Path) -> Side:
     if label == "haproxy":
-        return Side(label, True, None)
+        return Side(label, None)
     path = Path(label)
     if path.is_dir():
         if not (path / "tlsgate" / "__init__.py").exists():
             raise system.SetupError(f"{label}: not a tlsgate tree (no tlsgate/__init__.py)")
-        return Side(label, False, path.resolve())
+        return Side(label, path.resolve())
     described = system.export_tree(label, export_to)
-    return Side(f"{label} ({described})", False, export_to)
+    return Side(f"{label} ({described})", export_to)
 
 
 def _run(root: Path, procs, sides: list[Side], args) -> list[tuple[RoundResult, RoundResult]]:
@@ -196,7 +198,7 @@ def _run(root: Path, procs, sides: list[Side], args) -> list[tuple[RoundResult, 
     return results
 
 
-def _summarise(sides: list[Side], results: list[tuple[RoundResult, RoundResult]]) -> None:
+def _summarise(results: list[tuple[RoundResult, RoundResult]]) -> None:
     if not results:
         return
 
