@@ -143,16 +143,17 @@ def _run(root: Path, procs, sides: list[Side], args) -> list[tuple[RoundResult, 
         raise RuntimeError(f"the origin is not serving: {error}\n{procs.log_tail('origin')}")
     targets = []
     for name, side in zip("ab", sides, strict=True):
+        instance = f"haproxy-{name}" if side.haproxy else f"tlsgate-{name}"
         if side.haproxy:
-            target = ws.start_haproxy(procs, f"haproxy-{name}")
+            target = ws.start_haproxy(procs, instance)
         else:
-            target = ws.start_tlsgate(procs, f"tlsgate-{name}", side.tree)
+            target = ws.start_tlsgate(procs, instance, side.tree)
         port = target.term_port if args.case == "term" else target.pass_port
         host = target.term_host() if args.case == "term" else PASS_HOST
         if port is None:
             raise RuntimeError(f"{side.label} cannot terminate TLS: {target.term_note}")
         if error := wait_ready(port, host, SMALL_PATH, 20):
-            tail = procs.log_tail(f"haproxy-{name}" if side.haproxy else f"tlsgate-{name}")
+            tail = procs.log_tail(instance)
             raise RuntimeError(f"{side.label} is not serving {host}: {error}\n{tail}")
         targets.append((target, host, port))
     script = write_wrk_script(root)
@@ -199,8 +200,7 @@ def _run(root: Path, procs, sides: list[Side], args) -> list[tuple[RoundResult, 
 
 
 def _summarise(results: list[tuple[RoundResult, RoundResult]]) -> None:
-    if not results:
-        return
+    """Every round is in `results` (a round with wrk errors ends the run before this)."""
 
     def median(values) -> float:
         return statistics.median(list(values))

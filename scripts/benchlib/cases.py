@@ -4,8 +4,8 @@ A run of a case visits every target in turn before the next run starts, so a
 drift of the machine (another tenant, thermal) spreads over all targets instead
 of landing on one; each run starts one target later than the run before, so no
 target always follows the same one (and whatever that one leaves behind: sockets
-still closing, a busy origin). Each measurement reads the gateway's process tree before and
-after (CPU-seconds) and samples its memory while the load runs (peak PSS).
+still closing, a busy origin). Each measurement reads the gateway's process tree
+before and after (CPU-seconds) and samples its memory while the load runs (peak PSS).
 
 Case ids: ``pass_conn`` (1), ``pass_tput`` (2), ``term_conn`` and ``term_tput``
 (3), ``idle`` (4), ``idle_tls`` (4b: idle connections the gateway terminates),

@@ -48,7 +48,7 @@ class Usage:
     cpu_seconds: float
     memory_bytes: int
     processes: int
-    user_seconds: float = 0.0
+    user_seconds: float
     """The user-space part of `cpu_seconds` (the rest is the kernel's, on the tree's behalf)."""
 
 
