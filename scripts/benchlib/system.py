@@ -82,11 +82,14 @@ def _imports_ok(python: str, modules: str) -> bool:
     )
 
 
-def ensure_python(argv: list[str]) -> None:
-    """Return if this interpreter can run tlsgate from the checkout; else build .venv and re-exec."""
+def ensure_python(argv: list[str], chart: bool = False) -> None:
+    """Return if this interpreter can run tlsgate from the checkout; else build .venv and re-exec.
+
+    ``chart``: this run draws docs/benchmarks.png, so a venv without matplotlib gets it
+    (a run that writes no docs leaves the venv as it is)."""
     if _imports_ok(sys.executable, "tlsgate.cli, gevent, OpenSSL, cel"):
         in_venv = sys.prefix != sys.base_prefix
-        if not _imports_ok(sys.executable, "matplotlib") and in_venv:
+        if chart and in_venv and not _imports_ok(sys.executable, "matplotlib"):
             print("bench: installing matplotlib into this venv for the chart", flush=True)
             subprocess.run(
                 [sys.executable, "-m", "pip", "install", "-q", "matplotlib"],
