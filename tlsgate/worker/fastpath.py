@@ -14,7 +14,8 @@ alert followed by a graceful close, a dialer that resolves a host name (or, late
 opens a tunnel).
 
 States, as `tlsgate ctl conns` shows them: ``hello`` -> ``policy`` (traffic policy and
-TLS termination) -> ``dialing`` -> ``relaying`` -> ``closed``. Whatever ends the
+TLS termination: their steps are in tlsgate/worker/fasttls.py) -> ``dialing`` ->
+``relaying`` -> ``closed``. Whatever ends the
 connection, `Server` hears of it exactly once.
 """
 
@@ -23,7 +24,6 @@ from __future__ import annotations
 import _socket
 import logging
 import time
-from functools import partial
 
 from gevent import get_hub
 
@@ -35,12 +35,12 @@ from tlsgate.proto.clienthello import (
     ClientHelloReader,
     hello_in_one_record,
 )
-from tlsgate.tls.gsocket import GreenTLSConnection, TLSHandshakeError
+from tlsgate.tls.gsocket import GreenTLSConnection
+from tlsgate.worker.fasttls import GatewayTLSSteps
 from tlsgate.worker.handshake import Handshake
 from tlsgate.worker.policyflow import PolicyFlow, TerminateStep
 from tlsgate.worker.relay import Relay
-from tlsgate.worker.routing import ConnectionClosed, RouteRefused, Routing, proxy_header
-from tlsgate.worker.termination import TerminationError, note_failed, note_terminated
+from tlsgate.worker.routing import RouteRefused, Routing, proxy_header
 from tlsgate.worker.upstream import DialError
 
 log = logging.getLogger(__name__)
@@ -49,7 +49,7 @@ _RECV_SIZE = 16 * 1024
 _READ, _WRITE = 1, 2
 
 
-class FastConnection:
+class FastConnection(GatewayTLSSteps):
     """One client connection served by callbacks; see the module docstring."""
 
     __slots__ = (
@@ -228,66 +228,6 @@ class FastConnection:
             self._stop_waiting()
             self._server.hand_over_refusal(self, reason, alert)
 
-    # -- traffic policy ----------------------------------------------------------------
-
-    def _advance(self, tls: GreenTLSConnection | None) -> None:
-        """Run the policy flow on (resumed with ``tls`` after a termination)."""
-        try:
-            step = self._steps.send(tls)
-        except StopIteration as done:
-            self._steps = None
-            endpoint = done.value
-            members = self._members
-            self._members = []
-            if endpoint is not members[0]:  # forwarded to an internal endpoint
-                members = self._routing.pool_of(endpoint)
-            self._dial(members, endpoint)
-            return
-        except ConnectionClosed as e:
-            self._steps = None
-            self._end(e.reason)
-            return
-        self._terminate(step)
-
-    def _terminate(self, step: TerminateStep) -> None:
-        routing, record = self._routing, self.record
-        record.termination = "gateway"  # also if it fails or is cut short
-        self._stop_waiting()  # the handshake and the TLS relay watch the socket themselves
-        try:
-            tls = routing.terminator.server_connection(
-                self.client, step.decision, record.server_name, step.endpoint.policy_base_dir
-            )
-        except TerminationError as e:
-            note_failed(record, e)
-            self._refuse("handshake_failed", e.alert)
-            return
-        self.tls = tls
-        hello, self._buffered = self._buffered, None  # a terminated client's hello is not replayed
-        self._handshake = Handshake(
-            tls,
-            get_hub().loop,
-            routing.limits.handshake_timeout,
-            partial(self._guarded, self._terminated),
-            partial(self._guarded, self._handshake_failed),
-        )
-        self._handshake.start(hello)
-
-    def _terminated(self) -> None:
-        self._handshake = None
-        note_terminated(self.record, self.tls)
-        if self._steps is not None:
-            self._advance(self.tls)
-            return
-        members, self._members = self._members, []
-        self._dial(members, members[0])
-
-    def _handshake_failed(self, error: TLSHandshakeError, unsent: bytes) -> None:
-        self._handshake = None
-        reason = note_failed(self.record, error)
-        # Our alert (in ``unsent``, or sent already) wants a graceful close: a greenlet's work.
-        self._stop_waiting()
-        self._server.hand_over_refusal(self, reason, None, unsent)
-
     # -- dial --------------------------------------------------------------------------
 
     def _dial(self, members: list[EndpointConfig], chosen: EndpointConfig) -> None:
@@ -391,31 +331,10 @@ class FastConnection:
         self.dial_latency = time.monotonic() - self._dial_started
         rest = bytes(payload[sent:]) if sent < len(payload) else b""
         self._buffered = None
-        upstream_config = self._member.upstream
-        if self.tls is None or not upstream_config.tls:
+        if self.tls is None or not self._member.upstream.tls:
             self._start_relay(rest)
-            return
-        routing = self._routing
-        self._upstream_tls = routing.terminator.upstream_connection(
-            self._upstream, upstream_config
-        )
-        self._handshake = Handshake(
-            self._upstream_tls,
-            get_hub().loop,
-            routing.limits.handshake_timeout,
-            partial(self._guarded, self._upstream_ready),
-            partial(self._guarded, self._upstream_failed),
-        )
-        self._handshake.start(prefix=rest)
-
-    def _upstream_ready(self) -> None:
-        self._handshake = None
-        self._start_relay(b"")
-
-    def _upstream_failed(self, error: TLSHandshakeError, unsent: bytes) -> None:
-        self._handshake = None
-        self.record.extra.setdefault("tls", {})["upstream_error"] = error.reason
-        self._end("upstream_tls_failed")
+        else:
+            self._reencrypt(rest)  # GatewayTLSSteps
 
     def _start_relay(self, rest: bytes) -> None:
         self.state = "relaying"

@@ -1,6 +1,6 @@
 """A TLS handshake driven by event-loop callbacks: no greenlet waits for the peer.
 
-tlsgate/worker/fastpath.py starts one to terminate a client's TLS (server side) and one
+tlsgate/worker/fasttls.py starts one to terminate a client's TLS (server side) and one
 to re-encrypt to a ``tls://`` upstream (client side). Both go through the sans-IO
 methods of `GreenTLSConnection` (OpenSSL only ever sees memory BIOs); this module reads
 and writes the plain, non-blocking socket under it. One timer bounds the whole

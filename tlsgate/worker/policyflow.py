@@ -9,7 +9,7 @@ connection's event.
 A ``terminate-tls`` needs a TLS handshake, which waits on the client. `PolicyFlow.steps`
 is a generator, so the flow itself never waits: it yields a `TerminateStep` and is
 resumed with the completed `GreenTLSConnection`, then evaluates again with the TLS
-variables filled in. tlsgate/worker/fastpath.py drives it from event-loop callbacks, so
+variables filled in. tlsgate/worker/fasttls.py drives it from event-loop callbacks, so
 the handshake blocks nothing either.
 """
 
