@@ -11,6 +11,7 @@ fixed finding also has a direct test below that says what the fix promises.
 
 from __future__ import annotations
 
+import subprocess
 import sys
 import tomllib
 from pathlib import Path
@@ -175,3 +176,19 @@ def test_terminate_tls_material_under_an_unknown_users_home_stays_unexpanded(tmp
     an unknown ~user must give a path that fails to load, not a RuntimeError."""
     resolved = resolve_material("~no-such-user-tlsgate/cert.pem", tmp_path)
     assert resolved == str(tmp_path / "~no-such-user-tlsgate" / "cert.pem")
+
+
+def test_the_config_target_removes_its_scratch_directory_at_exit():
+    # It holds a private key: one left behind per test run would pile up in /tmp.
+    probe = (
+        "import sys; sys.path.insert(0, sys.argv[1]);"
+        "from fuzzchecks import config; d = config.base_dir();"
+        "assert (d / 'key.pem').exists(); print(d)"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", probe, str(REPO / "scripts" / "fuzz")],
+        capture_output=True, text=True, timeout=60, check=True,
+    )  # fmt: skip
+    scratch = Path(done.stdout.strip())
+    assert scratch.name.startswith("tlsgate-fuzz-config-")
+    assert not scratch.exists()

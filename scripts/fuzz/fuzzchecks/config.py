@@ -18,7 +18,9 @@ certificate and policy-file code is reached too.
 
 from __future__ import annotations
 
+import atexit
 import datetime
+import shutil
 import tempfile
 import tomllib
 from pathlib import Path
@@ -80,10 +82,12 @@ _base_dir: Path | None = None
 
 
 def base_dir() -> Path:
-    """The scratch directory, made once per process."""
+    """The scratch directory, made once per process and removed when it exits (it holds
+    a private key)."""
     global _base_dir
     if _base_dir is None:
         _base_dir = Path(tempfile.mkdtemp(prefix="tlsgate-fuzz-config-"))
+        atexit.register(shutil.rmtree, _base_dir, True)
         cert, key = _self_signed("app.example.com")
         (_base_dir / "cert.pem").write_bytes(cert)
         (_base_dir / "key.pem").write_bytes(key)
