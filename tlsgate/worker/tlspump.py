@@ -27,10 +27,16 @@ import time
 from tlsgate.worker.relaybase import Leg, RelayClosed, closed_by
 
 _READ, _WRITE = 1, 2
-_SOCKET_READ = 64 * 1024
+_SOCKET_READ = 256 * 1024
+"""Bytes asked of a socket at once. A plain upstream's bulk response is encrypted from
+reads this large: against 64 KiB reads, 12-20% less CPU per GiB through a terminating
+endpoint (docs/benchmarks.md, "What changed on the hot path", has the runs)."""
 _PLAINTEXT_READ = 64 * 1024
 _ROUNDS = 16
-"""Records per callback; the rest waits for the next turn of the event loop."""
+"""Reads per callback (a TLS source gives one record, at most 16 KiB, per read)."""
+_TURN_BYTES = 1024 * 1024
+"""Bytes per callback at most; the rest waits for the next turn of the event loop, so one
+bulk transfer cannot hold up the worker's other connections for long."""
 _GONE = frozenset({errno.ENOTCONN, errno.EBADF})
 
 
@@ -141,6 +147,7 @@ class StreamDirection(Leg):
 
     def _move(self) -> None:
         dst, record = self.dst, self.relay.record
+        budget = _TURN_BYTES
         for _ in range(_ROUNDS):
             data = self._read()
             if data is None:
@@ -165,6 +172,9 @@ class StreamDirection(Leg):
                 self.reader.stop()
                 dst.blocked = self
                 return
+            budget -= len(data)
+            if budget <= 0:
+                break
         # More may wait inside OpenSSL, where readiness cannot see it: come back next turn.
         self.relay.loop.run_callback(self._continue)
 
