@@ -39,7 +39,7 @@ class SetupError(Exception):
     pass
 
 
-def _missing_tools() -> list[str]:
+def missing_tools() -> list[str]:
     missing = [
         tool
         for tool in TOOLS
@@ -55,7 +55,7 @@ def tool_path(tool: str) -> str:
 
 
 def ensure_packages() -> None:
-    missing = _missing_tools()
+    missing = missing_tools()
     if not missing:
         return
     if os.geteuid() != 0 or shutil.which("apt-get") is None:
@@ -68,7 +68,7 @@ def ensure_packages() -> None:
         result = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=600)
         if result.returncode != 0:
             raise SetupError(f"{' '.join(argv)} failed:\n{result.stderr[-2000:]}")
-    still = _missing_tools()
+    still = missing_tools()
     if still:
         raise SetupError(f"still missing after apt-get install: {', '.join(still)}")
 

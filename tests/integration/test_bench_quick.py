@@ -8,26 +8,25 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
+REPO = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(REPO / "scripts"))
+
+from benchlib import system  # noqa: E402  (the bench's own check of what it needs)
+
 pytestmark = pytest.mark.integration
 
-REPO = Path(__file__).resolve().parents[2]
-TOOLS = ("haproxy", "nginx", "sniproxy", "wrk")
-MISSING = [t for t in TOOLS if shutil.which(t) is None and not Path("/usr/sbin", t).exists()]
-STREAM_MODULE = Path("/usr/lib/nginx/modules/ngx_stream_module.so")
-if not STREAM_MODULE.exists():
-    MISSING.append("nginx's stream module")
+MISSING = system.missing_tools()
 
 
 @pytest.mark.skipif(
     bool(MISSING),
-    reason=f"{', '.join(MISSING)} not installed (CI installs haproxy nginx libnginx-mod-stream sniproxy wrk)",
+    reason=f"{', '.join(MISSING)} not installed (CI installs {' '.join(system.PACKAGES)})",
 )
 def test_quick_bench_measures_tlsgate_and_haproxy_and_stops_everything(tmp_path):
     saved = tmp_path / "quick.json"
