@@ -15,8 +15,8 @@ opens a tunnel).
 
 States, as `tlsgate ctl conns` shows them: ``hello`` -> ``policy`` (traffic policy and
 TLS termination: their steps are in tlsgate/worker/fasttls.py) -> ``dialing`` ->
-``relaying`` -> ``closed``. Whatever ends the
-connection, `Server` hears of it exactly once.
+``relaying`` -> ``closed``. Whatever ends the connection, `Server` hears of it exactly
+once.
 """
 
 from __future__ import annotations

@@ -28,9 +28,10 @@ from tlsgate.worker.relaybase import Leg, RelayClosed, closed_by
 
 _READ, _WRITE = 1, 2
 _SOCKET_READ = 256 * 1024
-"""Bytes asked of a socket at once. A plain upstream's bulk response is encrypted from
-reads this large: against 64 KiB reads, 12-20% less CPU per GiB through a terminating
-endpoint (docs/benchmarks.md, "What changed on the hot path", has the runs)."""
+"""Bytes asked of a socket at once: plaintext from a plain side, ciphertext from a TLS side.
+A plain upstream's bulk response is encrypted from reads this large: against 64 KiB
+reads, 12-20% less CPU per GiB through a terminating endpoint (docs/benchmarks.md,
+"What changed on the hot path", has the runs)."""
 _PLAINTEXT_READ = 64 * 1024
 _ROUNDS = 16
 """Reads per callback (a TLS source gives one record, at most 16 KiB, per read)."""
